@@ -1,0 +1,61 @@
+"""Sealed mortal devices: fab recipes, device physics and populations.
+
+The bench interface (all a learner may use):
+    ``measure(device, x, *, key)``   drive inputs, read every layer (``Measurement``)
+    ``program(device, requests, *, key)``   ask for weight changes; the device applies its physics
+    ``age(device, dt)``   let time pass (drift, neuron death)
+    ``normalize(a)``   the known digital RMS-normalisation stage between layers
+
+Fabrication: ``fabricate(spec, key)``, ``spawn(spec, n, key)``, ``stack``, ``device_keys``.
+Recipes: ``DeviceSpec`` and its parts, ``preset(name, widths)``, ``PRESETS``.
+Analysis only (never in learning code): ``inspect``, ``transfer_curves``, ``nominal_curve``.
+"""
+
+from ._aging import age
+from ._device import Device, Measurement
+from ._fab import device_keys, fabricate, spawn, stack
+from ._inspect import inspect, nominal_curve, transfer_curves
+from ._read import measure, normalize
+from ._spec import (
+    FAMILIES,
+    UPDATE_MODELS,
+    AgingSpec,
+    ConnectivitySpec,
+    DeviceSpec,
+    LayerSpec,
+    NeuronSpec,
+    ReadSpec,
+    SpecError,
+    SynapseSpec,
+)
+from ._write import program
+from .presets import PRESETS, REFERENCE_WIDTHS, preset
+
+__all__ = [
+    "FAMILIES",
+    "PRESETS",
+    "REFERENCE_WIDTHS",
+    "UPDATE_MODELS",
+    "AgingSpec",
+    "ConnectivitySpec",
+    "Device",
+    "DeviceSpec",
+    "LayerSpec",
+    "Measurement",
+    "NeuronSpec",
+    "ReadSpec",
+    "SpecError",
+    "SynapseSpec",
+    "age",
+    "device_keys",
+    "fabricate",
+    "inspect",
+    "measure",
+    "nominal_curve",
+    "normalize",
+    "preset",
+    "program",
+    "spawn",
+    "stack",
+    "transfer_curves",
+]

@@ -1,0 +1,136 @@
+"""The read path: DAC → crossbar (+ c2c output noise) → analog neurons → ADC → normalisation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._curves import transfer
+from ._device import Device, LayerPhysics, Measurement
+from ._spec import LayerSpec, ReadSpec
+
+Array = jax.Array
+
+RMS_EPS = 1e-10  # added to the RMS in the normalisation stage (as Hinton's code guards 0/0)
+
+
+def normalize(a: Array) -> Array:
+    """The digital normalisation stage: each row divided by its RMS, ``a / (sqrt(mean(a²)) + ε)``.
+
+    ``a``: ``(..., n)`` float32. The mean is not subtracted (Hinton's recipe).
+    """
+    return a / (jnp.sqrt(jnp.mean(jnp.square(a), axis=-1, keepdims=True)) + RMS_EPS)
+
+
+def dac(x: Array, read: ReadSpec) -> Array:
+    """Digital values → crossbar voltages in units of the DAC's full scale."""
+    if read.input_bound is None:
+        return x
+    v = jnp.clip(x / read.input_bound, -1.0, 1.0)
+    if read.dac_bits is not None:
+        levels = 2 ** (read.dac_bits - 1) - 1
+        v = jnp.round(v * levels) / levels
+    return v
+
+
+def adc(y: Array, read: ReadSpec, nonnegative: bool) -> Array:
+    """Neuron outputs → the values the ADC reports (at most ``2^adc_bits`` distinct values)."""
+    bound = read.effective_adc_bound
+    if bound is None:
+        return y
+    lo = 0.0 if nonnegative else -bound
+    y = jnp.clip(y, lo, bound)
+    if read.adc_bits is not None:
+        step = (bound - lo) / (2**read.adc_bits - 1)
+        y = lo + jnp.round((y - lo) / step) * step
+    return y
+
+
+def effective_weights(w: Array, offset: Array | None, phys: LayerPhysics) -> Array:
+    """What the forward pass sees: ``read_gain · (w + offset)``, 0 where no synapse exists."""
+    if offset is not None:
+        w = w + offset
+    if phys.read_gain is not None:
+        w = w * phys.read_gain
+    return w
+
+
+def neuron_outputs(layer: LayerSpec, phys: LayerPhysics, currents: Array) -> Array:
+    """Each neuron's own transfer curve applied to its input current (no noise, no ADC)."""
+    return transfer(layer.neuron, currents, phys.gain, phys.threshold, phys.sharpness,
+                    phys.saturation)
+
+
+def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None, age: Array,
+           x: Array, key: Array | None) -> tuple[Array, Array]:
+    read = layer.read
+    v = dac(x, read)
+    weights = effective_weights(w, offset, phys)
+    bias_v = 1.0 if layer.connectivity.bias else 0.0
+    currents = v @ weights[:-1] + bias_v * weights[-1]
+    if read.out_noise > 0:
+        assert key is not None
+        noise = jax.random.normal(jax.random.fold_in(key, 0), currents.shape, jnp.float32)
+        currents = currents + read.out_noise * noise
+    if read.out_bound is not None:
+        currents = jnp.clip(currents, -read.out_bound, read.out_bound)
+    y = neuron_outputs(layer, phys, currents)
+    if phys.fail_time is not None:
+        assert key is not None and phys.fail_noisy is not None
+        dead = age >= phys.fail_time
+        garbage = layer_fail_noise(key, y.shape)
+        y = jnp.where(dead, jnp.where(phys.fail_noisy, garbage, 0.0), y)
+    y = adc(y, read, layer.neuron.nonnegative)
+    v_full = jnp.concatenate([v, jnp.full(v.shape[:-1] + (1,), bias_v, v.dtype)], axis=-1)
+    return v_full, y
+
+
+def layer_fail_noise(key: Array, shape: tuple[int, ...]) -> Array:
+    return jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float32))
+
+
+def needs_read_key(device: Device) -> bool:
+    """Whether ``measure`` on this device draws random numbers (and so needs a key)."""
+    spec = device.spec
+    return spec.aging.mortal or any(layer.read.out_noise > 0 for layer in spec.layers)
+
+
+@jax.jit
+def _measure(device: Device, x: Array, key: Array | None) -> Measurement:
+    spec = device.spec
+    x = x.astype(jnp.float32)
+    if spec.normalize_input:
+        x = normalize(x)
+    inputs, outputs = [], []
+    for idx, (layer, phys) in enumerate(zip(spec.layers, device.physics, strict=True)):
+        k = None if key is None else jax.random.fold_in(key, idx)
+        v, y = _layer(layer, phys, device.state.weights[idx], device.state.offsets[idx],
+                      device.state.age, x, k)
+        inputs.append(v)
+        outputs.append(y)
+        x = normalize(y)
+    return Measurement(tuple(inputs), tuple(outputs))
+
+
+def measure(device: Device, x: Array, *, key: Array | None = None) -> Measurement:
+    """Drive a batch of inputs through one device and read every layer.
+
+    Args:
+        device: a single device (``vmap`` this function over a population).
+        x: ``(B, n_input)`` raw inputs (float; the input stage RMS-normalises them when the
+           recipe says ``normalize_input``).
+        key: PRNG key for the c2c read noise (output noise, noisy dead neurons). Required when the
+           device's read path is noisy; a new key gives a new noise draw.
+    Returns:
+        ``Measurement`` with per-layer crossbar inputs ``(B, n_in + 1)`` and ADC outputs
+        ``(B, n_out)``. The next layer received ``normalize(outputs[l])``.
+    """
+    spec = device.spec
+    if x.ndim != 2 or x.shape[-1] != spec.widths[0]:
+        raise ValueError(f"measure: inputs must have shape (batch, {spec.widths[0]}), "
+                         f"got {tuple(x.shape)}")
+    if key is None and needs_read_key(device):
+        raise ValueError("measure: this device's read path is noisy (out_noise > 0 or a finite "
+                         "lifetime); pass key=jax.random.key(...)")
+    return _measure(device, x, key)
+
