@@ -129,8 +129,8 @@ def stuck_values(phys: LayerPhysics, layer: LayerSpec) -> Array:
 
 def pin(w: Array, phys: LayerPhysics, layer: LayerSpec) -> Array:
     """Absent synapses read 0 and stuck ones their stuck value, whatever was requested."""
-    if phys.mask is not None:
-        w = jnp.where(phys.mask, w, 0.0)
     if phys.stuck is not None:
         w = jnp.where(phys.stuck != 0, stuck_values(phys, layer), w)
+    if phys.mask is not None:  # absence wins over faults: a missing synapse carries nothing
+        w = jnp.where(phys.mask, w, 0.0)
     return w

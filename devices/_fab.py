@@ -94,8 +94,11 @@ def _layer_physics(key: Array, layer: LayerSpec, spec: DeviceSpec) -> LayerPhysi
         fail_time = _lognormal(_stream(key, _FAIL_TIME), aging.lifetime, aging.lifetime_sigma, n)
         fail_noisy = jax.random.bernoulli(_stream(key, _FAIL_NOISY), aging.fail_noisy_fraction, n)
 
+    mask = _connectivity(key, layer)
+    if stuck is not None and mask is not None:  # a missing synapse cannot be stuck
+        stuck = jnp.where(mask, stuck, 0).astype(jnp.int8)
     return LayerPhysics(
-        mask=_connectivity(key, layer),
+        mask=mask,
         read_gain=per_synapse(_READ_GAIN, 1.0, syn.read_gain_sigma),
         w_min=per_synapse(_W_MIN, syn.w_min, syn.bound_sigma),
         w_max=per_synapse(_W_MAX, syn.w_max, syn.bound_sigma),

@@ -62,7 +62,7 @@ def neuron_outputs(layer: LayerSpec, phys: LayerPhysics, currents: Array) -> Arr
 
 
 def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None, age: Array,
-           x: Array, key: Array | None) -> tuple[Array, Array]:
+           fail_noise: float, x: Array, key: Array | None) -> tuple[Array, Array]:
     read = layer.read
     v = dac(x, read)
     weights = effective_weights(w, offset, phys)
@@ -78,15 +78,11 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
     if phys.fail_time is not None:
         assert key is not None and phys.fail_noisy is not None
         dead = age >= phys.fail_time
-        garbage = layer_fail_noise(key, y.shape)
+        garbage = fail_noise * jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), y.shape))
         y = jnp.where(dead, jnp.where(phys.fail_noisy, garbage, 0.0), y)
     y = adc(y, read, layer.neuron.nonnegative)
-    v_full = jnp.concatenate([v, jnp.full(v.shape[:-1] + (1,), bias_v, v.dtype)], axis=-1)
+    v_full = jnp.concatenate([v, jnp.full((*v.shape[:-1], 1), bias_v, v.dtype)], axis=-1)
     return v_full, y
-
-
-def layer_fail_noise(key: Array, shape: tuple[int, ...]) -> Array:
-    return jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float32))
 
 
 def needs_read_key(device: Device) -> bool:
@@ -105,7 +101,7 @@ def _measure(device: Device, x: Array, key: Array | None) -> Measurement:
     for idx, (layer, phys) in enumerate(zip(spec.layers, device.physics, strict=True)):
         k = None if key is None else jax.random.fold_in(key, idx)
         v, y = _layer(layer, phys, device.state.weights[idx], device.state.offsets[idx],
-                      device.state.age, x, k)
+                      device.state.age, spec.aging.fail_noise, x, k)
         inputs.append(v)
         outputs.append(y)
         x = normalize(y)

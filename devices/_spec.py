@@ -25,6 +25,7 @@ small ``sigma``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,9 +142,9 @@ class NeuronSpec:
             _fail(f"{path}.table", "needs xs and ys of equal length >= 2")
         if any(not math.isfinite(float(v)) for v in (*xs, *ys)):
             _fail(f"{path}.table", "must hold finite numbers only")
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(xs)):
             _fail(f"{path}.table", "xs must be strictly increasing")
-        if any(b < a for a, b in zip(ys, ys[1:], strict=False)) or ys[-1] <= ys[0]:
+        if any(b < a for a, b in itertools.pairwise(ys)) or ys[-1] <= ys[0]:
             _fail(f"{path}.table", "ys must be non-decreasing and not constant (an increasing "
                                    "curve is required for Forward-Forward's local rule)")
 
@@ -208,8 +209,9 @@ class SynapseSpec:
       * ``dw_min``: nominal weight change of one pulse; ``dw_min_sigma`` its d2d lognormal spread.
       * ``up_down``: mean up/down asymmetry ``a`` (up step ``dw(1 + a)``, down step ``dw(1 − a)``),
         ``up_down_sigma``: its d2d spread (absolute); drawn values are kept inside (−0.95, 0.95).
-      * ``stuck_zero_rate`` / ``stuck_bound_rate``: d2d fault probabilities of a synapse stuck at
-        zero or at one of its bounds (either, with equal chance). Stuck synapses never move.
+      * ``stuck_zero_rate`` / ``stuck_bound_rate``: d2d fault probabilities of an existing synapse
+        stuck at zero or at one of its bounds (either, with equal chance). Stuck synapses never
+        move.
       * ``init_scale``: fab-time weights are ``init_scale · N(0, 1) / sqrt(fan_in)`` (fan_in: number
         of wired non-bias inputs), clipped to the bounds; bias weights start at 0. Hinton's recipe:
         1.0.

@@ -34,8 +34,10 @@ _AIHWKIT_READ = ReadSpec(input_bound=4.0, dac_bits=7, out_noise=0.06, out_bound=
 
 
 def ideal(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
-    """Digital Forward-Forward exactly: ReLU, dense, bias, no noise, no converters, unbounded
-    float weights updated exactly, immortal."""
+    """Digital Forward-Forward exactly (ReLU, dense, noiseless, exact float updates).
+
+    ReLU neurons without variation, dense crossbars with a bias line, no noise, no converters,
+    unbounded float weights updated exactly, immortal."""
     return DeviceSpec(
         widths=tuple(widths),
         neuron=NeuronSpec("relu"),

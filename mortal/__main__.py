@@ -1,0 +1,5 @@
+"""``python -m mortal`` runs the command line."""
+
+from mortal.cli import main
+
+raise SystemExit(main())
