@@ -88,8 +88,9 @@ class Device:
 class Measurement:
     """What a bench reads from a device for a batch of ``B`` inputs.
 
-    ``inputs[l]``: ``(B, n_in + 1)`` float32, the voltages that reached layer ``l``'s crossbar
-    (after the DAC, in units of its full scale; last column: the bias line, 1 if wired else 0).
+    ``inputs[l]``: ``(B, n_in + 1)`` float32, the inputs that reached layer ``l``'s crossbar
+    (after the DAC's clipping and quantisation, in digital units; last column: the bias line,
+    1 if wired else 0).
     ``outputs[l]``: ``(B, n_out)`` float32, the neuron outputs as the ADC reports them (current
     units), before the normalisation stage.
     """

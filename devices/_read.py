@@ -1,4 +1,10 @@
-"""The read path: DAC → crossbar (+ c2c output noise) → analog neurons → ADC → normalisation."""
+"""The read path: DAC → crossbar (+ c2c output noise) → analog neurons → ADC → normalisation.
+
+Values are in digital units throughout: the DAC drives ``x / input_bound`` of its full-scale
+voltage and the periphery multiplies the crossbar's analog result back by ``input_bound`` (aihwkit
+does the same with a per-vector scale; here it is the fixed full scale, which commutes with the
+analog neurons). Noise and the current bound act on the analog result, in full-scale units.
+"""
 
 from __future__ import annotations
 
@@ -22,20 +28,36 @@ def normalize(a: Array) -> Array:
     return a / (jnp.sqrt(jnp.mean(jnp.square(a), axis=-1, keepdims=True)) + RMS_EPS)
 
 
+def full_scale(read: ReadSpec) -> float:
+    """The DAC's full scale in digital units (1 for the ideal read path)."""
+    return 1.0 if read.input_bound is None else read.input_bound
+
+
 def dac(x: Array, read: ReadSpec) -> Array:
-    """Digital values → crossbar voltages in units of the DAC's full scale."""
+    """Digital values → what the DAC actually drives, in digital units: clipped to
+    ±input_bound and quantised to ``2^dac_bits − 1`` levels."""
     if read.input_bound is None:
         return x
-    v = jnp.clip(x / read.input_bound, -1.0, 1.0)
+    bound = read.input_bound
+    v = jnp.clip(x, -bound, bound)
     if read.dac_bits is not None:
-        levels = 2 ** (read.dac_bits - 1) - 1
-        v = jnp.round(v * levels) / levels
+        step = bound / (2 ** (read.dac_bits - 1) - 1)
+        v = jnp.round(v / step) * step
     return v
+
+
+def adc_bound(read: ReadSpec) -> float | None:
+    """The ADC's full scale in output units (``adc_bound``, else ``out_bound × full scale``)."""
+    if read.adc_bound is not None:
+        return read.adc_bound
+    if read.out_bound is None:
+        return None
+    return read.out_bound * full_scale(read) * read.gain
 
 
 def adc(y: Array, read: ReadSpec, nonnegative: bool) -> Array:
     """Neuron outputs → the values the ADC reports (at most ``2^adc_bits`` distinct values)."""
-    bound = read.effective_adc_bound
+    bound = adc_bound(read)
     if bound is None:
         return y
     lo = 0.0 if nonnegative else -bound
@@ -68,12 +90,16 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
     weights = effective_weights(w, offset, phys)
     bias_v = 1.0 if layer.connectivity.bias else 0.0
     currents = v @ weights[:-1] + bias_v * weights[-1]
+    scale = full_scale(read)  # the periphery rescales the analog result to digital units
     if read.out_noise > 0:
         assert key is not None
         noise = jax.random.normal(jax.random.fold_in(key, 0), currents.shape, jnp.float32)
-        currents = currents + read.out_noise * noise
+        currents = currents + (read.out_noise * scale) * noise
     if read.out_bound is not None:
-        currents = jnp.clip(currents, -read.out_bound, read.out_bound)
+        bound = read.out_bound * scale
+        currents = jnp.clip(currents, -bound, bound)
+    if read.gain != 1.0:
+        currents = read.gain * currents
     y = neuron_outputs(layer, phys, currents)
     if phys.fail_time is not None:
         assert key is not None and phys.fail_noisy is not None

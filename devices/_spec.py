@@ -7,13 +7,17 @@ cycle-to-cycle: each ``measure`` or each ``program`` call).
 Units
 -----
 * Inputs to a layer are *digital* values (the RMS-normalised activity of the layer below, or the
-  RMS-normalised input image). The DAC maps them to a crossbar voltage ``v = x / input_bound``
-  (so ``|v| <= 1`` when a bound is set; ``v = x`` for the ideal read path).
+  RMS-normalised input image). The DAC clips them to ±``input_bound`` (its full scale) and
+  quantises them; the crossbar sees the voltage ``x / input_bound`` of full scale, and the
+  periphery multiplies its analog result back by ``input_bound`` (a fixed gain). Currents and
+  measured inputs are therefore in digital units, and a read path without clipping, quantisation
+  or noise computes exactly ``x @ W`` (the ideal path has no DAC at all).
 * Weights are normalised conductances (aihwkit's convention): dimensionless, bounded by
   ``[w_min, w_max]``.
-* Crossbar output currents are ``i = v @ W`` in the same normalised units (one full-scale input on
-  a unit weight gives 1). Output noise and the output bound are stated in these units.
-* Neuron outputs ``y = f(i)`` are in current units too; the ADC digitises them.
+* Output noise and the output (current) bound are stated in *full-scale units*, aihwkit's: one
+  full-scale input on a unit weight gives 1. In digital units they are multiplied by
+  ``input_bound``.
+* Neuron outputs ``y = f(i)`` are in current (digital) units; the ADC digitises them.
 * Time is in seconds.
 
 Relative variations are lognormal: ``value = nominal * exp(sigma * xi)`` with ``xi`` a standard
@@ -291,17 +295,23 @@ class SynapseSpec:
 class ReadSpec:
     """The read path of one layer: DAC → crossbar (+ noise) → neurons → ADC.
 
-    * ``input_bound`` (digital units): full scale of the DAC; inputs are clipped to ±bound and the
-      crossbar sees ``v = x / input_bound``. ``None``: ideal, ``v = x``, no clipping.
-    * ``dac_bits``: signed mid-tread DAC with ``2^bits − 1`` levels over [−1, 1] (needs
+    * ``input_bound`` (digital units): full scale of the DAC; inputs are clipped to ±bound; the
+      analog result is rescaled by it (see Units). ``None``: ideal, no DAC.
+    * ``dac_bits``: signed mid-tread DAC with ``2^bits − 1`` levels over ±input_bound (needs
       ``input_bound``); ``None``: no quantisation.
     * ``out_noise`` (c2c, drawn at every ``measure``): std of Gaussian noise added to each
-      crossbar output current, in normalised current units (aihwkit ``out_noise``; relative to
-      the output range it is ``out_noise / out_bound``).
-    * ``out_bound``: crossbar output currents saturate at ±out_bound; ``None``: no saturation.
+      crossbar output current, in full-scale units (aihwkit ``out_noise``; relative to the output
+      range it is ``out_noise / out_bound``).
+    * ``out_bound`` (full-scale units): crossbar output currents saturate at ±out_bound (aihwkit
+      ``out_bound``); ``None``: no saturation.
     * ``adc_bits``: the ADC digitises neuron outputs into ``2^bits`` uniform levels over
       ``[0, adc_bound]`` (non-negative families) or ``[−adc_bound, adc_bound]``; values outside are
-      clipped. ``None``: no quantisation. ``adc_bound`` defaults to ``out_bound``.
+      clipped. ``None``: no quantisation. ``adc_bound`` (output units) defaults to
+      ``out_bound · input_bound · gain``, the current range.
+    * ``gain``: fixed gain of the stage that converts the crossbar's analog result to digital
+      units (aihwkit's weight-to-conductance mapping). A function that needs digital weights
+      ``W_d`` uses conductances ``W_d / gain``: ``gain < 1`` spreads it over more of the synapse
+      range, so write noise and finite steps weigh less (noise and bounds scale with it too).
     """
 
     input_bound: float | None = None
@@ -310,8 +320,10 @@ class ReadSpec:
     out_bound: float | None = None
     adc_bits: int | None = None
     adc_bound: float | None = None
+    gain: float = 1.0
 
     def validate(self, path: str = "read") -> None:
+        _check_positive(f"{path}.gain", self.gain)
         if self.input_bound is not None:
             _check_positive(f"{path}.input_bound", self.input_bound)
         _check_bits(f"{path}.dac_bits", self.dac_bits, 2)
@@ -323,12 +335,8 @@ class ReadSpec:
         _check_bits(f"{path}.adc_bits", self.adc_bits, 1)
         if self.adc_bound is not None:
             _check_positive(f"{path}.adc_bound", self.adc_bound)
-        if self.adc_bits is not None and self.effective_adc_bound is None:
+        if self.adc_bits is not None and self.adc_bound is None and self.out_bound is None:
             _fail(f"{path}.adc_bits", "needs adc_bound or out_bound (the ADC's full scale)")
-
-    @property
-    def effective_adc_bound(self) -> float | None:
-        return self.adc_bound if self.adc_bound is not None else self.out_bound
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,8 @@ def harsh(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
 
     Saturating ``tanh_sat`` neurons with 30 % gain / sharpness / saturation mismatch and threshold
     σ 0.2; half the synapses missing; 2 % stuck at zero and 2 % at a bound; ReRAM-like soft-bounds
-    synapses with 50 % step and 20 % read-gain mismatch, asymmetry 0.2 ± 0.1; 5-bit DAC, 6-bit ADC,
-    output noise 0.2; PCM-like drift; neurons die within ~a day (1e5 s).
+    synapses with 50 % step and 20 % read-gain mismatch, asymmetry 0.2 ± 0.1; 5-bit DAC, 6-bit ADC
+    over the neurons' rails, output noise 0.1; PCM-like drift; neurons die within ~a day (1e5 s).
     """
     return DeviceSpec(
         widths=tuple(widths),
@@ -141,7 +141,8 @@ def harsh(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
                             dw_min=0.005, dw_min_sigma=0.5, up_down=0.2, up_down_sigma=0.1,
                             update_model="soft_bounds", max_pulses=15, step_noise=1.0,
                             write_noise=5.0, stuck_zero_rate=0.02, stuck_bound_rate=0.02),
-        read=ReadSpec(input_bound=4.0, dac_bits=5, out_noise=0.2, out_bound=8.0, adc_bits=6),
+        read=ReadSpec(input_bound=4.0, dac_bits=5, out_noise=0.1, out_bound=8.0, adc_bits=6,
+                      adc_bound=4.0),
         aging=AgingSpec(drift_nu=0.1, drift_nu_sigma=0.05, lifetime=1e5, lifetime_sigma=1.0,
                         fail_noisy_fraction=0.5),
         name="harsh",

@@ -3,9 +3,10 @@
 What is measured, for every preset × population size P (devices of widths 784-1000-1000-1000
 unless ``--widths`` says otherwise):
 
-* **fab**: wall time of ``devices.spawn(spec, P, key)`` (the first, compiling call is reported
-  separately as ``fab_first_s``), and the memory of one device: the ``nbytes`` of every array
-  leaf of the population pytree (``jax.tree.leaves``), summed and divided by P.
+* **fab**: wall time of ``devices.spawn(spec, P, key)`` (median of ``--repeats`` calls after a
+  first, compiling call that is reported separately as ``fab_first_s``), and the memory
+  of one device: the ``nbytes`` of every array leaf of the population pytree
+  (``jax.tree.leaves``), summed and divided by P.
 * **measure**: one jitted ``jax.vmap(devices.measure)`` over the population; every device reads
   the same minibatch of B inputs, shape ``(B, widths[0])``, uniform in [0, 1), float32, with its
   own read key (a fresh key is split P ways inside the jitted call). Reported as device-samples
@@ -22,7 +23,9 @@ How: each jitted function is compiled and run once (warm-up, ``jax.block_until_r
 ``--repeats`` calls are timed one by one with ``time.perf_counter`` around the call followed by
 ``jax.block_until_ready``, each call with a fresh PRNG key, and the median is reported. The
 timed code contains no Python loop over devices (vmap only). Each population is deleted and
-garbage-collected before the next one is built.
+garbage-collected before the next one is built. Timings are only as quiet as the machine: the
+JSON records the load average at start and end (``loadavg_start`` / ``loadavg_end``), and the
+per-call times, so that a run disturbed by other processes can be recognised.
 
 Reproduce (from the repository root; the full run takes several minutes on 2 CPU cores)::
 
@@ -31,7 +34,8 @@ Reproduce (from the repository root; the full run takes several minutes on 2 CPU
 
 Results: a plain-text table on stdout and JSON at ``--out`` (default
 ``scripts/results/bench_devices.json``) with the rows, the command line, library versions, the
-JAX devices, CPU info, a UTC timestamp and the git revision.
+JAX devices, CPU info, load averages, a UTC timestamp, the git revision and any uncommitted
+changes.
 """
 
 from __future__ import annotations
@@ -215,13 +219,14 @@ def header() -> str:
     return "  ".join(cells)
 
 
-def git_revision() -> str | None:
+def git(*args: str) -> str | None:
+    """Output of ``git args...`` in the repository, or ``None`` if git fails."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True,
-                             text=True, check=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=_ROOT, capture_output=True, text=True,
+                             check=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout
 
 
 def cpu_model() -> str | None:
@@ -234,11 +239,20 @@ def cpu_model() -> str | None:
     return None
 
 
+def loadavg() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     return {
         "argv": list(sys.argv),
         "timestamp_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "git_revision": git_revision(),
+        "git_revision": (git("rev-parse", "HEAD") or "").strip() or None,
+        # uncommitted changes the run included (``git status --porcelain``; None if git failed)
+        "git_dirty": None if (st := git("status", "--porcelain")) is None else st.splitlines(),
         "python": sys.version,
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
@@ -249,6 +263,7 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "loadavg_start": loadavg(),  # other work on the machine skews timings: check this
     }
 
 
@@ -259,6 +274,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -281,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             jax.random.fold_in(jax.random.fold_in(key, i), j))
             rows.append(row)
             print(format_row(row), flush=True)
+    env["loadavg_end"] = loadavg()
     out = Path(args.out)
     if not out.is_absolute():
         out = Path.cwd() / out

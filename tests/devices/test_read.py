@@ -73,10 +73,23 @@ def test_dac_takes_at_most_2_pow_bits_minus_1_levels_and_clips() -> None:
     spec = DeviceSpec((50, 4), read=ReadSpec(input_bound=2.0, dac_bits=4), normalize_input=False)
     d = devices.fabricate(spec, jax.random.key(5))
     x = jax.random.normal(jax.random.key(6), (100, 50)) * 2
-    v = np.asarray(devices.measure(d, x).inputs[0][:, :-1])
+    v = np.asarray(devices.measure(d, x).inputs[0][:, :-1])  # digital units
     assert len(np.unique(v)) <= 2**4 - 1
-    assert v.min() == -1.0 and v.max() == 1.0  # clipped at full scale
-    assert np.allclose(v, np.clip(np.asarray(x) / 2.0, -1, 1), atol=1 / 7 / 2 + 1e-6)
+    assert v.min() == -2.0 and v.max() == 2.0  # clipped at full scale
+    assert np.allclose(v, np.clip(np.asarray(x), -2, 2), atol=2 / 7 / 2 + 1e-6)
+
+
+def test_unclipped_noiseless_converter_path_equals_the_ideal_path() -> None:
+    """The periphery rescales the analog result by the DAC's full scale, so a DAC that neither
+    clips nor quantises changes nothing: learning speed does not depend on the full scale."""
+    ideal = devices.preset("ideal", (20, 16, 12))
+    wide = ideal.replace(read=ReadSpec(input_bound=1e4))
+    d = devices.fabricate(ideal, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (6, 20))
+    a = devices.measure(d, x)
+    b = devices.measure(dataclasses.replace(d, spec=wide), x)
+    for ya, yb in zip(a.outputs, b.outputs, strict=True):
+        np.testing.assert_allclose(ya, yb, rtol=1e-6, atol=1e-7)
 
 
 def test_output_noise_variance_matches_recipe() -> None:

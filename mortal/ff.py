@@ -1,0 +1,496 @@
+"""Forward-Forward learning in place on a sealed device (Hinton 2022).
+
+Everything here is written for ONE device and touches it only through the bench (``measure`` and
+``program``); populations are ``vmap``-ed, and one epoch is one ``lax.scan``.
+
+The local rule, per layer ``l`` with measured crossbar input ``v`` (incl. the bias line) and
+measured output ``y`` (ADC values): goodness ``G = Σ y²``, logit ``(G − θ_l) / T``, layer loss
+``L = softplus(−logit)`` on positive data and ``softplus(logit)`` on negative data. The weight
+request is ``ΔW ∝ −vᵀ (∂L/∂G · y) / B``: an outer product of what was measured, scaled by the
+per-example goodness error. It equals ``−½ ∂L/∂W`` when the neuron is a ReLU (Hinton's code drops
+the factor 2 of ``∂G/∂y``); for any other increasing curve it needs no derivative of it.
+
+Targets are distributions over classes (hard labels are one-hot): the positive pass writes a class
+drawn from the target into the label lines; the negative pass a class drawn from the device's own
+belief (neutral-label pass + softmax readout) with the positive class excluded (``hard``), or
+uniformly among the other classes (``random``). With one-hot targets and hard negatives this is
+Hinton's supervised FF; with a teacher's probabilities it is distillation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import devices
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration (static) and the bench (the only door to a device)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FFConfig:
+    """Static learner configuration (hashable; Hinton's recipe by default).
+
+    Labels: ``n_classes`` label lines (the first input lines) carry ``label_strength`` for the
+    class, 0 elsewhere; the neutral label puts ``label_strength / n_classes`` on every line.
+    Goodness: threshold ``θ_l = threshold`` or, if ``None``, the layer's number of units;
+    temperature ``temperature``.
+    Optimiser (on the requests): ``sgd`` with gradient smoothing ``momentum`` (EMA, Hinton's
+    "delay") or ``adam``; weight decay ``weight_decay`` acts on the learner's own record of what it
+    has requested (the bench cannot read weights); learning rate ``lr`` constant for the first half
+    of ``epochs``, then linear decay to 0. ``layer_lr_scale`` multiplies each layer's requests.
+    Periphery: ``accumulate`` > 0 keeps requests in a digital buffer until they reach
+    ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them.
+    Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
+    (0-based; 1 skips the first hidden layer), delta rule with ``readout_lr`` and
+    ``readout_decay``. ``negatives``: ``hard`` or ``random``. ``mode``: ``supervised`` (labels in
+    the input) or ``unsupervised`` (hybrid-image negatives, no label lines; ``image_shape``
+    needed). ``shared_order``: every device of a population sees minibatches in the same order.
+    """
+
+    n_classes: int = 10
+    label_strength: float = 1.0
+    threshold: float | None = None
+    temperature: float = 1.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.001
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    epochs: int = 100
+    batch_size: int = 100
+    negatives: Literal["hard", "random"] = "hard"
+    readout_lr: float = 0.1
+    readout_decay: float = 0.003
+    readout_from: int = 1
+    layer_lr_scale: tuple[float, ...] | None = None
+    accumulate: float = 0.0
+    mode: Literal["supervised", "unsupervised"] = "supervised"
+    image_shape: tuple[int, int] | None = None
+    hybrid_blurs: int = 6
+    shared_order: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_classes >= 2, "n_classes must be >= 2"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (0 <= self.momentum < 1, "momentum must lie in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.negatives in ("hard", "random"), "negatives must be 'hard' or 'random'"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.readout_from >= 0, "readout_from must be >= 0"),
+            (self.accumulate >= 0, "accumulate must be >= 0"),
+            (self.mode in ("supervised", "unsupervised"),
+             "mode must be 'supervised' or 'unsupervised'"),
+            (self.mode == "supervised" or self.image_shape is not None,
+             "unsupervised mode needs image_shape for its hybrid negatives"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid learner config: {message}")
+
+    @property
+    def label_lines(self) -> int:
+        return self.n_classes if self.mode == "supervised" else 0
+
+
+@dataclass(frozen=True)
+class Bench:
+    """The only door to a device: ``measure`` and ``program`` (hashable, static under jit)."""
+
+    measure: Callable[..., devices.Measurement] = devices.measure
+    program: Callable[..., devices.Device] = devices.program
+
+
+BENCH = Bench()
+
+
+# ---------------------------------------------------------------------------------------------
+# learner state
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FFState:
+    """Everything one device's learner carries (a pytree; stack it for a population).
+
+    ``device``: the sealed device. ``opt_state``: optimiser state. ``record``: per layer, the sum
+    of every update sent so far, in digital weight units (what the periphery knows; weight decay
+    acts on it). ``pending``: updates held in the digital accumulator (digital units).
+    ``readout``: ``(D + 1, C)`` softmax readout weights (last row: bias). ``step``: minibatches
+    done (int32).
+    """
+
+    device: devices.Device
+    opt_state: Any
+    record: tuple[Array, ...]
+    pending: tuple[Array, ...]
+    readout: Array
+    step: Array
+
+
+for _cls in (FFState,):
+    jax.tree_util.register_dataclass(_cls, data_fields=[f.name for f in dataclasses.fields(_cls)],
+                                     meta_fields=[])
+
+
+def readout_width(spec: devices.DeviceSpec, cfg: FFConfig) -> int:
+    """Number of features the readout sees (normalised activities of layers readout_from..L)."""
+    return sum(spec.widths[1 + cfg.readout_from:])
+
+
+def _check_fits(spec: devices.DeviceSpec, cfg: FFConfig) -> None:
+    if cfg.readout_from >= spec.n_layers:
+        raise ValueError(f"invalid learner config: readout_from={cfg.readout_from} leaves no "
+                         f"layer of this {spec.n_layers}-layer device for the readout")
+    if cfg.label_lines > spec.widths[0]:
+        raise ValueError(f"invalid learner config: {cfg.label_lines} label lines do not fit "
+                         f"into {spec.widths[0]} inputs")
+    if cfg.layer_lr_scale is not None and len(cfg.layer_lr_scale) != spec.n_layers:
+        raise ValueError(f"invalid learner config: layer_lr_scale needs {spec.n_layers} "
+                         "entries, one per layer")
+
+
+def schedule(cfg: FFConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Hinton's: constant for the first half of the epochs, then linear decay to 0 (multiplier)."""
+    half = max(1, (cfg.epochs * steps_per_epoch) // 2)
+    return optax.join_schedules([optax.constant_schedule(1.0),
+                                 optax.linear_schedule(1.0, 0.0, half)], [half])
+
+
+def make_optimizer(cfg: FFConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The transformation from FF gradients (loss-descent convention) to requests."""
+    first = (optax.ema(cfg.momentum, debias=False) if cfg.optimizer == "sgd"
+             else optax.scale_by_adam())
+    sched = schedule(cfg, steps_per_epoch)
+    return optax.chain(first, optax.add_decayed_weights(cfg.weight_decay),
+                       optax.scale_by_learning_rate(lambda t: cfg.lr * sched(t)))
+
+
+def init(device: devices.Device, cfg: FFConfig, steps_per_epoch: int) -> FFState:
+    """Fresh learner state for one device (vmap it over a population)."""
+    spec = device.spec
+    _check_fits(spec, cfg)
+    zeros = tuple(jnp.zeros((a + 1, b), jnp.float32) for a, b in
+                  zip(spec.widths[:-1], spec.widths[1:], strict=True))
+    opt = make_optimizer(cfg, steps_per_epoch)
+    readout = jnp.zeros((readout_width(spec, cfg) + 1, cfg.n_classes), jnp.float32)
+    return FFState(device, opt.init(zeros), zeros, zeros, readout, jnp.zeros((), jnp.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: labels, neutral labels, hybrid negatives
+# ---------------------------------------------------------------------------------------------
+
+
+def embed_label(x: Array, label_vector: Array, cfg: FFConfig) -> Array:
+    """Write ``(B, C)`` label values into the first C input lines of ``(B, D)`` images."""
+    return x.at[:, : cfg.n_classes].set(label_vector * cfg.label_strength)
+
+
+def embed_class(x: Array, classes: Array, cfg: FFConfig) -> Array:
+    return embed_label(x, jax.nn.one_hot(classes, cfg.n_classes), cfg)
+
+
+def embed_neutral(x: Array, cfg: FFConfig) -> Array:
+    if cfg.label_lines == 0:
+        return x
+    return embed_label(x, jnp.full((x.shape[0], cfg.n_classes), 1.0 / cfg.n_classes), cfg)
+
+
+def hybrid_masks(key: Array, batch: int, shape: tuple[int, int], blurs: int) -> Array:
+    """Masks for hybrid negatives: random bits blurred ``blurs`` times with [1/4, 1/2, 1/4]
+    along both axes, thresholded at 0.5. Returns ``(batch, H·W)`` float32 in {0, 1}."""
+    m = jax.random.bernoulli(key, 0.5, (batch, *shape)).astype(jnp.float32)
+    for _ in range(blurs):
+        for axis in (1, 2):
+            pad = [(0, 0)] * 3
+            pad[axis] = (1, 1)
+            p = jnp.pad(m, pad, mode="edge")
+            lo = jax.lax.slice_in_dim(p, 0, shape[axis - 1], axis=axis)
+            mid = jax.lax.slice_in_dim(p, 1, shape[axis - 1] + 1, axis=axis)
+            hi = jax.lax.slice_in_dim(p, 2, shape[axis - 1] + 2, axis=axis)
+            m = 0.25 * lo + 0.5 * mid + 0.25 * hi
+    return (m > 0.5).astype(jnp.float32).reshape(batch, -1)
+
+
+def hybrid_images(key: Array, x: Array, cfg: FFConfig) -> Array:
+    """``m·a + (1 − m)·b`` with ``b`` another image of the batch (the batch rolled by one)."""
+    assert cfg.image_shape is not None
+    m = hybrid_masks(key, x.shape[0], cfg.image_shape, cfg.hybrid_blurs)
+    return m * x + (1.0 - m) * jnp.roll(x, 1, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a device's answer
+# ---------------------------------------------------------------------------------------------
+
+
+def thresholds(spec: devices.DeviceSpec, cfg: FFConfig) -> tuple[float, ...]:
+    return tuple(float(n) if cfg.threshold is None else cfg.threshold for n in spec.widths[1:])
+
+
+def goodness(outputs: tuple[Array, ...]) -> Array:
+    """``(L, B)`` sum of squared measured outputs per layer."""
+    return jnp.stack([jnp.sum(jnp.square(y), axis=-1) for y in outputs])
+
+
+def readout_features(m: devices.Measurement, cfg: FFConfig) -> Array:
+    """``(B, D + 1)``: normalised activities of layers readout_from..L and a constant 1."""
+    feats = [devices.normalize(y) for y in m.outputs[cfg.readout_from:]]
+    ones = jnp.ones((feats[0].shape[0], 1), jnp.float32)
+    return jnp.concatenate([*feats, ones], axis=-1)
+
+
+def readout_logits(state: FFState, x: Array, cfg: FFConfig, key: Array | None,
+                   bench: Bench = BENCH) -> Array:
+    """One pass with the neutral label; linear readout. ``x``: ``(B, D)`` → ``(B, C)``."""
+    m = bench.measure(state.device, embed_neutral(x, cfg), key=key)
+    return readout_features(m, cfg) @ state.readout
+
+
+def goodness_scores(device: devices.Device, x: Array, cfg: FFConfig, key: Array | None,
+                    bench: Bench = BENCH) -> Array:
+    """Accumulated goodness of layers readout_from..L for every candidate label: ``(B, C)``.
+
+    One pass per label (all labels in one batched measurement of ``C·B`` inputs).
+    """
+    b = x.shape[0]
+    classes = jnp.repeat(jnp.arange(cfg.n_classes), b)
+    xs = embed_class(jnp.tile(x, (cfg.n_classes, 1)), classes, cfg)
+    g = goodness(bench.measure(device, xs, key=key).outputs)[cfg.readout_from:].sum(axis=0)
+    return g.reshape(cfg.n_classes, b).T
+
+
+def goodness_probabilities(device: devices.Device, x: Array, cfg: FFConfig, key: Array | None,
+                           temperature: float = 1.0, bench: Bench = BENCH) -> Array:
+    """Class probabilities ``softmax(goodness scores / T)``: ``(B, C)``."""
+    return jax.nn.softmax(goodness_scores(device, x, cfg, key, bench) / temperature, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the local rule
+# ---------------------------------------------------------------------------------------------
+
+
+def goodness_error(outputs: tuple[Array, ...], positive: bool, spec: devices.DeviceSpec,
+                   cfg: FFConfig) -> tuple[tuple[Array, ...], Array]:
+    """Per layer ``∂L/∂G`` ``(B,)`` and the layer losses ``(L,)`` (mean over the batch)."""
+    errors, losses = [], []
+    for y, theta in zip(outputs, thresholds(spec, cfg), strict=True):
+        logit = (jnp.sum(jnp.square(y), axis=-1) - theta) / cfg.temperature
+        sign = 1.0 if positive else -1.0
+        losses.append(jnp.mean(jax.nn.softplus(-sign * logit)))
+        errors.append(-sign * jax.nn.sigmoid(-sign * logit) / cfg.temperature)
+    return tuple(errors), jnp.stack(losses)
+
+
+def local_gradients(m: devices.Measurement, errors: tuple[Array, ...]) -> tuple[Array, ...]:
+    """``vᵀ (∂L/∂G · y) / B`` per layer: ``(n_in + 1, n_out)``, from measurements only."""
+    return tuple(v.T @ (e[:, None] * y) / v.shape[0]
+                 for v, y, e in zip(m.inputs, m.outputs, errors, strict=True))
+
+
+def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
+                 spec: devices.DeviceSpec, cfg: FFConfig) -> tuple[tuple[Array, ...], Array]:
+    """The FF gradients of one minibatch (positive + negative pass) and the layer losses."""
+    e_pos, l_pos = goodness_error(m_pos.outputs, True, spec, cfg)
+    e_neg, l_neg = goodness_error(m_neg.outputs, False, spec, cfg)
+    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
+    return grads, l_pos + l_neg
+
+
+def sample_negatives(key: Array, positives: Array, belief_logits: Array, cfg: FFConfig
+                     ) -> Array:
+    """A wrong class per example: from the device's belief (``hard``) or uniform (``random``),
+    never the positive class. ``(B,)`` int32."""
+    banned = jax.nn.one_hot(positives, cfg.n_classes, dtype=bool)
+    logits = belief_logits if cfg.negatives == "hard" else jnp.zeros_like(belief_logits)
+    return jax.random.categorical(key, jnp.where(banned, -jnp.inf, logits), axis=-1)
+
+
+def _requests(state: FFState, grads: tuple[Array, ...], cfg: FFConfig, steps_per_epoch: int
+              ) -> tuple[tuple[Array, ...], Any, tuple[Array, ...], tuple[Array, ...]]:
+    """Optimiser → digital accumulator → conductance requests.
+
+    The optimiser works in digital weight units (what the measurements are in); a layer whose
+    read path has gain ``g`` needs conductance changes ``ΔW_d / g`` (the recipe is public).
+    Returns (conductance requests to program, optimiser state, sent digital updates, pending).
+    """
+    opt = make_optimizer(cfg, steps_per_epoch)
+    updates, opt_state = opt.update(grads, state.opt_state, state.record)
+    if cfg.layer_lr_scale is not None:
+        updates = tuple(u * s for u, s in zip(updates, cfg.layer_lr_scale, strict=True))
+    pending = jax.tree.map(jnp.add, state.pending, updates)
+    layers = state.device.spec.layers
+    if cfg.accumulate > 0:
+        limits = [cfg.accumulate * lay.synapse.dw_min * lay.read.gain for lay in layers]
+        sent = tuple(jnp.where(jnp.abs(p) >= lim, p, 0.0) for p, lim in
+                     zip(pending, limits, strict=True))
+    else:
+        sent = pending
+    requests = tuple(d / lay.read.gain for d, lay in zip(sent, layers, strict=True))
+    return requests, opt_state, sent, jax.tree.map(jnp.subtract, pending, sent)
+
+
+def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConfig,
+               steps_per_epoch: int, bench: Bench = BENCH) -> tuple[FFState, dict[str, Array]]:
+    """One minibatch: neutral pass (belief), positive and negative passes, local rule, program.
+
+    Args:
+        state: one device's learner state.
+        x: ``(B, D)`` images in [0, 1].
+        targets: ``(B, C)`` target distributions, or ``(B,)`` int hard labels (which behave
+            exactly like one-hot distributions).
+        key: PRNG key of this step.
+    Returns:
+        The new state and metrics (scalars): ``ff_loss`` (sum over layers), ``readout_loss``,
+        ``readout_acc`` (neutral-pass readout vs the target's argmax), ``g_pos``/``g_neg``
+        (mean goodness of the last layer).
+    """
+    spec = state.device.spec
+    k_pos, k_neg, k_m0, k_m1, k_m2, k_prog, k_hyb = jax.random.split(key, 7)
+    m0 = bench.measure(state.device, embed_neutral(x, cfg), key=k_m0)
+    feats = readout_features(m0, cfg)
+    logits = feats @ state.readout
+    if targets.ndim == 1:  # hard labels
+        labels, targets = targets, jax.nn.one_hot(targets, cfg.n_classes)
+    else:
+        labels = jax.random.categorical(k_pos, jnp.log(targets), axis=-1)
+    if cfg.mode == "supervised":
+        positives = labels
+        negatives = sample_negatives(k_neg, positives, logits, cfg)
+        x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
+        m_pos = bench.measure(state.device, x_pos, key=k_m1)
+    else:
+        x_neg = hybrid_images(k_hyb, x, cfg)
+        m_pos = m0  # real images are the positive data; no label lines
+    m_neg = bench.measure(state.device, x_neg, key=k_m2)
+    grads, losses = ff_gradients(m_pos, m_neg, spec, cfg)
+    requests, opt_state, sent, pending = _requests(state, grads, cfg, steps_per_epoch)
+    device = bench.program(state.device, requests, key=k_prog)
+    record = jax.tree.map(jnp.add, state.record, sent)
+    # readout: delta rule toward the target distribution (digital, in the periphery)
+    probs = jax.nn.softmax(logits, axis=-1)
+    lr_r = cfg.readout_lr * schedule(cfg, steps_per_epoch)(state.step)
+    delta = feats.T @ (targets - probs) / x.shape[0] - cfg.readout_decay * state.readout
+    readout = state.readout + lr_r * delta
+    metrics = {
+        "ff_loss": losses.sum(),
+        "readout_loss": -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)),
+        "readout_acc": jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1)),
+        "g_pos": jnp.mean(jnp.sum(jnp.square(m_pos.outputs[-1]), -1)),
+        "g_neg": jnp.mean(jnp.sum(jnp.square(m_neg.outputs[-1]), -1)),
+    }
+    new = FFState(device, opt_state, record, pending, readout, state.step + 1)
+    return new, metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# epochs (one compiled program) and populations
+# ---------------------------------------------------------------------------------------------
+
+
+def steps_per_epoch(n_examples: int, cfg: FFConfig) -> int:
+    return n_examples // cfg.batch_size
+
+
+def train_epoch(state: FFState, x: Array, targets: Array, key: Array, order_key: Array,
+                cfg: FFConfig, bench: Bench = BENCH) -> tuple[FFState, dict[str, Array]]:
+    """One epoch for one device: ``lax.scan`` over shuffled minibatches (the last partial batch is
+    dropped). ``targets``: ``(N, C)`` distributions or ``(N,)`` int labels. ``order_key`` draws
+    the data order (give every device the same one for a shared order). Returns the state and
+    per-epoch mean metrics."""
+    n = x.shape[0]
+    spe = steps_per_epoch(n, cfg)
+    order = jax.random.permutation(order_key, n)[: spe * cfg.batch_size]
+    order = order.reshape(spe, cfg.batch_size)
+
+    def body(st: FFState, inp: tuple[Array, Array]) -> tuple[FFState, dict[str, Array]]:
+        idx, k = inp
+        return train_step(st, x[idx], targets[idx], k, cfg, spe, bench)
+
+    state, metrics = jax.lax.scan(body, state, (order, jax.random.split(key, spe)))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
+def _population_epoch(states: FFState, x: Array, targets: Array, keys: Array, order_keys: Array,
+                      cfg: FFConfig, bench: Bench) -> tuple[FFState, dict[str, Array]]:
+    return jax.vmap(lambda s, k, o: train_epoch(s, x, targets, k, o, cfg, bench))(
+        states, keys, order_keys)
+
+
+population_epoch = jax.jit(_population_epoch, static_argnames=("cfg", "bench"))
+population_epoch.__doc__ = """One epoch of a whole population as one compiled program.
+
+states: stacked ``FFState`` (leading axis P); x ``(N, D)`` and targets ``(N, C)`` shared; keys and
+order_keys ``(P,)`` (pass one key repeated P times as order_keys for a shared data order)."""
+
+
+def epoch_keys(key: Array, epoch: int, n_devices: int, cfg: FFConfig) -> tuple[Array, Array]:
+    """Per-device step keys and order keys for ``epoch`` (shared order when ``cfg`` says so)."""
+    k = jax.random.fold_in(key, epoch)
+    step_keys = jax.random.split(jax.random.fold_in(k, 0), n_devices)
+    if cfg.shared_order:
+        order = jnp.broadcast_to(jax.random.fold_in(k, 1), (n_devices,))
+        return step_keys, order
+    return step_keys, jax.random.split(jax.random.fold_in(k, 1), n_devices)
+
+
+def init_population(population: devices.Device, cfg: FFConfig, steps: int) -> FFState:
+    """``init`` vmapped over a population."""
+    return jax.vmap(lambda d: init(d, cfg, steps))(population)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _chunks(x: Array, size: int) -> tuple[Array, int]:
+    n = x.shape[0]
+    n_chunks = -(-n // size)
+    pad = n_chunks * size - n
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    return xp.reshape(n_chunks, size, *x.shape[1:]), n
+
+
+def _evaluate(state: FFState, x: Array, y: Array, key: Array, cfg: FFConfig, chunk: int,
+              bench: Bench) -> dict[str, Array]:
+    xs, n = _chunks(x, chunk)
+    keys = jax.random.split(key, xs.shape[0])
+
+    def one(inp: tuple[Array, Array]) -> tuple[Array, Array]:
+        xc, k = inp
+        k1, k2 = jax.random.split(k)
+        logits = readout_logits(state, xc, cfg, k1, bench)
+        scores = (goodness_scores(state.device, xc, cfg, k2, bench) if cfg.mode == "supervised"
+                  else logits)
+        return jnp.argmax(scores, -1), jnp.argmax(logits, -1)
+
+    pred_g, pred_r = jax.lax.map(one, (xs, keys))
+    pred_g, pred_r = pred_g.reshape(-1)[:n], pred_r.reshape(-1)[:n]
+    return {"goodness_error": jnp.mean(pred_g != y), "softmax_error": jnp.mean(pred_r != y),
+            "goodness_pred": pred_g, "softmax_pred": pred_r}
+
+
+evaluate_population = jax.jit(
+    jax.vmap(_evaluate, in_axes=(0, None, None, 0, None, None, None)),
+    static_argnames=("cfg", "chunk", "bench"))
+evaluate_population.__doc__ = """Error rates of every device of a population on ``(x, y)``:
+goodness readout (argmax of accumulated goodness over all labels; the readout for unsupervised
+mode) and one-pass softmax readout. Returns arrays with a leading population axis."""

@@ -1,0 +1,251 @@
+"""Forward-Forward in place: the rule is FF, it only uses the bench, populations are exact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import devices
+from mortal import ff
+
+W = (20, 16, 12, 8)
+N_CLASSES = 4
+CFG = ff.FFConfig(n_classes=N_CLASSES, batch_size=10, epochs=4, lr=0.05)
+
+
+def _data(n: int = 40, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n).astype(np.int32)
+    x = rng.uniform(0, 1, (n, W[0])).astype(np.float32)
+    x[np.arange(n), N_CLASSES + y] += 2.0  # a learnable feature per class
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _train(population: devices.Device, targets: jax.Array, x: jax.Array, epochs: int,
+           cfg: ff.FFConfig = CFG, bench: ff.Bench = ff.BENCH, seed: int = 1
+           ) -> tuple[ff.FFState, dict]:
+    p = population.population_size
+    assert p is not None
+    state = ff.init_population(population, cfg, ff.steps_per_epoch(x.shape[0], cfg))
+    metrics = {}
+    for e in range(epochs):
+        keys, order = ff.epoch_keys(jax.random.key(seed), e, p, cfg)
+        state, metrics = ff.population_epoch(state, x, targets, keys, order, cfg=cfg, bench=bench)
+    return state, metrics
+
+
+def _tree_equal(a: object, b: object) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(u), np.asarray(v))
+                                      for u, v in zip(la, lb, strict=True))
+
+
+# --- the rule is Forward-Forward -------------------------------------------------------------
+
+def test_ideal_request_equals_autodiff_gradient_of_the_layer_local_loss() -> None:
+    spec = devices.preset("ideal", W)
+    d = devices.fabricate(spec, jax.random.key(0))
+    x, y = _data(10)
+    x_pos = ff.embed_class(x, y, CFG)
+    x_neg = ff.embed_class(x, (y + 1) % N_CLASSES, CFG)
+    grads, _ = ff.ff_gradients(devices.measure(d, x_pos), devices.measure(d, x_neg), spec, CFG)
+
+    def layer_losses(weights: tuple[jax.Array, ...], xs: jax.Array, positive: bool) -> jax.Array:
+        """Hand-written digital FF: each layer's loss, its input detached (layer-local)."""
+        h = devices.normalize(xs)
+        total = 0.0
+        for w in weights:
+            z = jax.lax.stop_gradient(h) @ w[:-1] + w[-1]
+            out = jax.nn.relu(z)
+            logit = jnp.sum(out**2, axis=-1) - out.shape[-1]
+            total += jnp.mean(jax.nn.softplus(-logit if positive else logit))
+            h = devices.normalize(out)
+        return total
+
+    def loss(weights: tuple[jax.Array, ...]) -> jax.Array:
+        return layer_losses(weights, x_pos, True) + layer_losses(weights, x_neg, False)
+
+    auto = jax.grad(loss)(d.state.weights)
+    for g_rule, g_auto in zip(grads, auto, strict=True):
+        assert float(jnp.abs(g_auto).max()) > 1e-4  # not a vacuous comparison
+        np.testing.assert_allclose(g_rule, 0.5 * g_auto, rtol=2e-4, atol=1e-6)
+
+
+def test_goodness_scores_equal_one_pass_per_label() -> None:
+    spec = devices.preset("ideal", W)
+    d = devices.fabricate(spec, jax.random.key(0))
+    x, _ = _data(6)
+    scores = ff.goodness_scores(d, x, CFG, None)
+    for c in range(N_CLASSES):
+        m = devices.measure(d, ff.embed_class(x, jnp.full(6, c), CFG))
+        expected = ff.goodness(m.outputs)[CFG.readout_from:].sum(axis=0)
+        np.testing.assert_allclose(scores[:, c], expected, rtol=1e-5)
+
+
+# --- the learner sees only the bench ----------------------------------------------------------
+
+def _poison(d: devices.Device) -> devices.Device:
+    """Negate every number the device holds (flip every bool): reading it directly is garbage."""
+    def flip(a: jax.Array) -> jax.Array:
+        return ~a if a.dtype == jnp.bool_ else -a
+    return dataclasses.replace(d, physics=jax.tree.map(flip, d.physics),
+                               state=jax.tree.map(flip, d.state))
+
+
+def _poisoned_measure(d: devices.Device, x: jax.Array, *, key: jax.Array | None = None
+                      ) -> devices.Measurement:
+    return devices.measure(_poison(d), x, key=key)
+
+
+def _poisoned_program(d: devices.Device, requests: tuple, *, key: jax.Array) -> devices.Device:
+    return _poison(devices.program(_poison(d), requests, key=key))
+
+
+POISONED = ff.Bench(measure=_poisoned_measure, program=_poisoned_program)
+
+
+def test_learning_uses_only_measure_and_program_never_the_physics() -> None:
+    pop = devices.spawn(devices.preset("harsh", W), 2, jax.random.key(3))
+    x, y = _data()
+    honest, m_honest = _train(pop, y, x, 2)
+    poisoned_handles = jax.vmap(_poison)(pop)
+    assert not _tree_equal(poisoned_handles.state, pop.state)  # the poison is real
+    sealed, m_sealed = _train(poisoned_handles, y, x, 2, bench=POISONED)
+    # a learner that read weights or physics itself would have seen garbage and diverged
+    assert _tree_equal(jax.vmap(_poison)(sealed.device), honest.device)
+    assert _tree_equal(m_sealed, m_honest)
+    assert _tree_equal(sealed.readout, honest.readout)
+
+
+# --- negatives, targets ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["hard", "random"])
+def test_negatives_never_carry_the_true_label(kind: str) -> None:
+    cfg = dataclasses.replace(CFG, negatives=kind)
+    n = 20_000
+    positives = jax.random.randint(jax.random.key(0), (n,), 0, N_CLASSES)
+    # a belief that is sure of the true class: the worst case for leaking it
+    logits = 50.0 * jax.nn.one_hot(positives, N_CLASSES) + jax.random.normal(
+        jax.random.key(1), (n, N_CLASSES))
+    negatives = np.asarray(ff.sample_negatives(jax.random.key(2), positives, logits, cfg))
+    assert np.all(negatives != np.asarray(positives))
+    assert set(np.unique(negatives)) == set(range(N_CLASSES))
+
+
+def test_hard_negatives_follow_the_belief_among_wrong_classes() -> None:
+    cfg = dataclasses.replace(CFG, negatives="hard")
+    n = 40_000
+    positives = jnp.zeros((n,), jnp.int32)
+    logits = jnp.broadcast_to(jnp.log(jnp.array([0.7, 0.2, 0.08, 0.02])), (n, 4))
+    neg = np.asarray(ff.sample_negatives(jax.random.key(0), positives, logits, cfg))
+    freq = np.bincount(neg, minlength=4) / n
+    np.testing.assert_allclose(freq, [0.0, 0.2 / 0.3, 0.08 / 0.3, 0.02 / 0.3], atol=0.01)
+
+
+def test_one_hot_targets_reproduce_hard_label_training_exactly() -> None:
+    pop = devices.spawn(devices.preset("rram", W), 2, jax.random.key(4))
+    x, y = _data()
+    hard, _ = _train(pop, y, x, 2)
+    soft, _ = _train(pop, jax.nn.one_hot(y, N_CLASSES), x, 2)
+    assert _tree_equal(hard, soft)
+
+
+def test_soft_targets_draw_positives_from_the_distribution() -> None:
+    pop = devices.spawn(devices.preset("ideal", W), 1, jax.random.key(4))
+    x, y = _data()
+    soft = jnp.full((x.shape[0], N_CLASSES), 1.0 / N_CLASSES)
+    a, _ = _train(pop, soft, x, 1)
+    b, _ = _train(pop, y, x, 1)
+    assert not _tree_equal(a.device.state, b.device.state)
+
+
+# --- populations, determinism, compilation ----------------------------------------------------
+
+def test_vmapped_population_training_equals_training_each_device_alone() -> None:
+    for name in ("ideal", "rram"):
+        pop = devices.spawn(devices.preset(name, W), 3, jax.random.key(5))
+        x, y = _data()
+        together, _ = _train(pop, y, x, 2)
+        keys = [ff.epoch_keys(jax.random.key(1), e, 3, CFG) for e in range(2)]
+        for i in range(3):  # device i alone, with the keys it had in the group
+            state = ff.init_population(pop[i:i + 1], CFG, ff.steps_per_epoch(40, CFG))
+            for k, o in keys:
+                state, _ = ff.population_epoch(state, x, y, k[i:i + 1], o[i:i + 1], cfg=CFG,
+                                               bench=ff.BENCH)
+            for wa, wb in zip(together.device.state.weights, state.device.state.weights,
+                              strict=True):
+                np.testing.assert_allclose(wa[i], wb[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(together.readout[i], state.readout[0], rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_same_seed_gives_identical_weights_and_other_seeds_do_not() -> None:
+    pop = devices.spawn(devices.preset("pcm", W), 2, jax.random.key(6))
+    x, y = _data()
+    a, _ = _train(pop, y, x, 2, seed=7)
+    b, _ = _train(pop, y, x, 2, seed=7)
+    c, _ = _train(pop, y, x, 2, seed=8)
+    assert _tree_equal(a, b)
+    assert not _tree_equal(a.device.state, c.device.state)
+
+
+def test_shared_order_gives_every_device_the_same_minibatches() -> None:
+    cfg = dataclasses.replace(CFG, shared_order=True)
+    _, order = ff.epoch_keys(jax.random.key(0), 3, 4, cfg)
+    assert all(np.array_equal(jax.random.key_data(order[0]), jax.random.key_data(order[i]))
+               for i in range(4))
+    _, own = ff.epoch_keys(jax.random.key(0), 3, 4, CFG)
+    assert not np.array_equal(jax.random.key_data(own[0]), jax.random.key_data(own[1]))
+
+
+def test_no_recompilation_across_epochs() -> None:
+    cfg = dataclasses.replace(CFG, lr=0.0421)  # a config no other test compiles
+    pop = devices.spawn(devices.preset("ideal", W), 2, jax.random.key(0))
+    x, y = _data()
+    before = ff.population_epoch._cache_size()
+    _train(pop, y, x, 3, cfg=cfg)
+    assert ff.population_epoch._cache_size() == before + 1
+
+
+def test_learning_separates_positive_from_negative_goodness() -> None:
+    pop = devices.spawn(devices.preset("ideal", W), 1, jax.random.key(0))
+    x, y = _data(200)
+    cfg = dataclasses.replace(CFG, epochs=15)
+    state, metrics = _train(pop, y, x, 15, cfg=cfg)
+    theta = W[-1]  # the last layer's threshold: its number of units
+    assert float(metrics["g_pos"][0]) > theta > float(metrics["g_neg"][0])
+    ev = ff.evaluate_population(state, x, y, jax.random.split(jax.random.key(0), 1), cfg, 50,
+                                ff.BENCH)
+    assert float(ev["goodness_error"][0]) < 0.2 and float(ev["softmax_error"][0]) < 0.2
+
+
+# --- unsupervised negatives --------------------------------------------------------------------
+
+def test_hybrid_masks_are_binary_and_blobby() -> None:
+    m = np.asarray(ff.hybrid_masks(jax.random.key(0), 64, (28, 28), 6)).reshape(64, 28, 28)
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    assert 0.3 < m.mean() < 0.7
+    same_as_right = (m[:, :, 1:] == m[:, :, :-1]).mean()
+    assert same_as_right > 0.85  # large regions, unlike raw random bits (0.5)
+
+
+def test_hybrid_images_mix_two_real_images() -> None:
+    cfg = ff.FFConfig(mode="unsupervised", image_shape=(4, 5))
+    x = jax.random.uniform(jax.random.key(0), (8, 20))
+    h = np.asarray(ff.hybrid_images(jax.random.key(1), x, cfg))
+    a, b = np.asarray(x), np.roll(np.asarray(x), 1, axis=0)
+    assert np.all((h == a) | (h == b))
+
+
+def test_invalid_learner_config_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="momentum must lie in"):
+        ff.FFConfig(momentum=1.5)
+    with pytest.raises(ValueError, match="image_shape"):
+        ff.FFConfig(mode="unsupervised")
+    with pytest.raises(ValueError, match="readout_from=3 leaves no layer"):
+        ff.init(devices.fabricate(devices.preset("ideal", W), jax.random.key(0)),
+                dataclasses.replace(CFG, readout_from=3), 4)
