@@ -91,6 +91,7 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
     bias_v = 1.0 if layer.connectivity.bias else 0.0
     currents = v @ weights[:-1] + bias_v * weights[-1]
     scale = full_scale(read)  # the periphery rescales the analog result to digital units
+    noise = None
     if read.out_noise > 0:
         assert key is not None
         noise = jax.random.normal(jax.random.fold_in(key, 0), currents.shape, jnp.float32)
@@ -104,7 +105,10 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
     if phys.fail_time is not None:
         assert key is not None and phys.fail_noisy is not None
         dead = age >= phys.fail_time
-        garbage = fail_noise * jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), y.shape))
+        if noise is None:
+            noise = jax.random.normal(jax.random.fold_in(key, 1), y.shape, jnp.float32)
+        # a dead neuron's own output-noise draw is otherwise unused: it is its garbage
+        garbage = fail_noise * jnp.abs(noise)
         y = jnp.where(dead, jnp.where(phys.fail_noisy, garbage, 0.0), y)
     y = adc(y, read, layer.neuron.nonnegative)
     v_full = jnp.concatenate([v, jnp.full((*v.shape[:-1], 1), bias_v, v.dtype)], axis=-1)

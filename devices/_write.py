@@ -45,10 +45,10 @@ def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, key: 
     count = jnp.abs(n)
     if syn.update_model == "constant_step":
         target = w + n * jnp.where(up, dw_up, dw_down)
-    elif syn.update_model == "soft_bounds":
-        toward_hi = hi - (hi - w) * jnp.power(1.0 - dw_up / hi, count)
-        toward_lo = lo + (w - lo) * jnp.power(1.0 - dw_down / (-lo), count)
-        target = jnp.where(up, toward_hi, toward_lo)
+    elif syn.update_model == "soft_bounds":  # one power per synapse: the bound it moves toward
+        bound = jnp.where(up, hi, lo)
+        shrink = jnp.where(up, 1.0 - dw_up / hi, 1.0 - dw_down / (-lo))
+        target = bound - (bound - w) * jnp.power(shrink, count)
     else:  # pragma: no cover - ideal is handled by the caller
         raise ValueError(f"apply_pulses does not apply to update_model {syn.update_model!r}")
     if syn.step_noise > 0:

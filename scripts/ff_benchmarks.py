@@ -1,0 +1,195 @@
+"""Forward-Forward accuracy benchmarks (issue: FF in place). Writes JSON, prints a table.
+
+Each experiment trains a population of devices in place with the FF learner (``mortal.ff``) and
+reports the test error of the goodness readout (one pass per label, layers 2..L) and of the
+one-pass softmax readout, per device, plus the median/min/max over the population.
+
+Reproduce, for example::
+
+    python scripts/ff_benchmarks.py digits-ideal digits-rram          # < 1 min each, 2 CPU cores
+    python scripts/ff_benchmarks.py mnist-ideal --data-dir ../shared/data   # long: 100 epochs
+
+Results go to ``scripts/results/ff_<experiment>.json`` (rewritten after every evaluation, so an
+interrupted run keeps what it had; ``"complete": false`` until the end). Seeds: fab key
+``--seed`` (default 0), training key ``--seed + 1``, evaluation key ``--seed + 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import devices  # noqa: E402
+from mortal import data, ff  # noqa: E402
+
+MNIST_WIDTHS = (784, 1000, 1000, 1000)
+DIGITS_WIDTHS = (64, 200, 200, 200)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    dataset: str
+    preset: str
+    widths: tuple[int, ...]
+    epochs: int
+    n_devices: int = 1
+    cfg: dict[str, Any] = field(default_factory=dict)
+    spec_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_every: int = 10
+    target: str = ""
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "digits-ideal": Experiment("digits", "ideal", DIGITS_WIDTHS, 30, cfg={"batch_size": 20,
+                               "lr": 0.03}, eval_every=30, target="accuracy >= 96.5%, < 1 min"),
+    "digits-rram": Experiment("digits", "rram", DIGITS_WIDTHS, 30, cfg={"batch_size": 20,
+                              "lr": 0.03, "accumulate": 8.0}, eval_every=30,
+                              target="accuracy >= 95%, < 1 min"),
+    "mnist-ideal": Experiment("mnist", "ideal", MNIST_WIDTHS, 100,
+                              target="goodness test error <= 1.40%"),
+    "mnist-rram": Experiment("mnist", "rram", MNIST_WIDTHS, 100, cfg={"accumulate": 8.0},
+                             target="within 0.5 points of mnist-ideal"),
+    "mnist-rram-pop8": Experiment("mnist", "rram", MNIST_WIDTHS, 20, n_devices=8,
+                                  cfg={"accumulate": 8.0}, eval_every=20,
+                                  target="median, min, max over 8 devices"),
+    "fashion-ideal": Experiment("fashion-mnist", "ideal", MNIST_WIDTHS, 100,
+                                target="test error <= 12%"),
+    "mnist-unsup": Experiment("mnist", "ideal", MNIST_WIDTHS, 100,
+                              cfg={"mode": "unsupervised", "image_shape": (28, 28),
+                                   "readout_from": 0},
+                              target="report (paper: 1.37% with 4x2000)"),
+}
+
+
+def build(exp: Experiment, epochs: int) -> tuple[devices.DeviceSpec, ff.FFConfig]:
+    spec = devices.preset(exp.preset, exp.widths)
+    for part, changes in exp.spec_changes.items():
+        spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
+    cfg = ff.FFConfig(epochs=epochs, **exp.cfg)
+    return spec, cfg
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
+    epochs = args.epochs or exp.epochs
+    spec, cfg = build(exp, epochs)
+    ds = data.load(exp.dataset, args.data_dir)
+    n = args.devices or exp.n_devices
+    pop = devices.spawn(spec, n, jax.random.key(args.seed))
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+    x_val, y_val = jnp.asarray(ds.x_val), jnp.asarray(ds.y_val)
+    state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
+    train_key, eval_key = jax.random.key(args.seed + 1), jax.random.key(args.seed + 2)
+    out = Path(args.out) / f"ff_{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "experiment": name, "target": exp.target, "dataset": exp.dataset,
+        "preset": exp.preset, "widths": list(exp.widths), "epochs": epochs, "n_devices": n,
+        "learner_config": {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in dataclasses.asdict(cfg).items()},
+        "device_recipe": spec.to_dict(), "seed": args.seed,
+        "command": " ".join([sys.executable, *sys.argv]), "git_revision": _git_revision(),
+        "jax": jax.__version__, "device": str(jax.devices()[0]),
+        "host": platform.node(), "cpu_count": os.cpu_count(), "complete": False,
+        "history": [],
+    }
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        keys, order = ff.epoch_keys(train_key, epoch, n, cfg)
+        t0 = time.perf_counter()
+        state, metrics = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
+        jax.block_until_ready(state)
+        epoch_s = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch + 1, "epoch_s": round(epoch_s, 3),
+                               **{k: np.asarray(v).round(4).tolist() for k, v in metrics.items()}}
+        last = epoch + 1 == epochs
+        if (epoch + 1) % exp.eval_every == 0 or last:
+            ev_keys = jax.random.split(jax.random.fold_in(eval_key, epoch), n)
+            split = (x_test, y_test) if last else (x_val, y_val)
+            ev = ff.evaluate_population(state, *split, ev_keys, cfg, 1000, ff.BENCH)
+            which = "test" if last else "val"
+            row[f"{which}_goodness_error"] = np.asarray(ev["goodness_error"]).round(5).tolist()
+            row[f"{which}_softmax_error"] = np.asarray(ev["softmax_error"]).round(5).tolist()
+        result["history"].append(row)
+        print(f"[{name}] epoch {epoch + 1}/{epochs} {epoch_s:.1f}s "
+              f"ff_loss {np.mean(row['ff_loss']):.3f} readout_acc "
+              f"{np.mean(row['readout_acc']):.4f}"
+              + "".join(f" {k} {np.round(v, 4).tolist()}" for k, v in row.items()
+                        if k.endswith("_error")), flush=True)
+        _write_json(out, result)
+    final = result["history"][-1]
+    g, s = np.asarray(final["test_goodness_error"]), np.asarray(final["test_softmax_error"])
+    result["summary"] = {
+        "test_goodness_error_median": float(np.median(g)), "test_goodness_error_min": float(
+            g.min()), "test_goodness_error_max": float(g.max()),
+        "test_softmax_error_median": float(np.median(s)), "test_softmax_error_min": float(
+            s.min()), "test_softmax_error_max": float(s.max()),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    result["complete"] = True
+    _write_json(out, result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiments", nargs="+", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--epochs", type=int, help="override the experiment's epoch count")
+    parser.add_argument("--devices", type=int, help="override the population size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help=f"IDX files (default ${data.DATA_ENV} "
+                        "or ../shared/data)")
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
+    args = parser.parse_args()
+    rows = []
+    for name in args.experiments:
+        r = run(name, EXPERIMENTS[name], args)
+        sm = r["summary"]
+        rows.append((name, r["preset"], r["n_devices"], r["epochs"],
+                     100 * sm["test_goodness_error_median"], 100 * sm["test_goodness_error_min"],
+                     100 * sm["test_goodness_error_max"], 100 * sm["test_softmax_error_median"],
+                     sm["train_seconds"], r["target"]))
+    header = ("experiment", "preset", "P", "epochs", "good.err% med", "min", "max",
+              "softmax err% med", "train s", "target")
+    widths = [max(len(str(h)), *(len(f"{v:.2f}" if isinstance(v, float) else str(v))
+                                 for v in col)) for h, col in zip(header, zip(*rows,
+                                                                              strict=True),
+                                                                  strict=True)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    print(fmt.format(*header))
+    for row in rows:
+        print(fmt.format(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row)))
+
+
+if __name__ == "__main__":
+    main()
