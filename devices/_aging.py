@@ -33,6 +33,6 @@ def age(device: Device, dt: float | Array) -> Device:
     fab-time failure time has passed read flat or noisy from then on (see ``AgingSpec``).
     ``dt`` must be >= 0 (a scalar, or one per device under ``vmap``).
     """
-    if isinstance(dt, int | float) and not dt >= 0:
+    if not isinstance(dt, jax.core.Tracer) and not bool(jnp.all(jnp.asarray(dt) >= 0)):
         raise ValueError(f"age: dt must be a time >= 0 in seconds, got {dt!r}")
     return _age(device, jnp.asarray(dt, jnp.float32))

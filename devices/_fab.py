@@ -117,14 +117,15 @@ def _layer_physics(key: Array, layer: LayerSpec, spec: DeviceSpec) -> LayerPhysi
 
 
 def _initial_weights(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
-    """``init_scale · N(0, 1) / sqrt(fan_in)`` per neuron (bias row 0), clipped, pinned."""
+    """Digital weights ``init_scale · N(0, 1) / sqrt(fan_in)`` per neuron as conductances
+    (divided by the read gain; bias row 0), clipped, pinned."""
     syn = layer.synapse
     z = jax.random.normal(_stream(key, _INIT), (layer.n_in, layer.n_out), jnp.float32)
     if phys.mask is None:
         fan_in = jnp.float32(layer.n_in)
     else:
         fan_in = jnp.maximum(phys.mask[:-1].sum(axis=0), 1).astype(jnp.float32)
-    w = syn.init_scale * z / jnp.sqrt(fan_in)
+    w = syn.init_scale * z / jnp.sqrt(fan_in) / layer.read.gain  # digital → conductance
     w = jnp.concatenate([w, jnp.zeros((1, layer.n_out), jnp.float32)], axis=0)
     lo, hi = bounds(phys, layer)
     if not (math.isinf(syn.w_min) and math.isinf(syn.w_max)):

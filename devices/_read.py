@@ -63,8 +63,11 @@ def adc(y: Array, read: ReadSpec, nonnegative: bool) -> Array:
     lo = 0.0 if nonnegative else -bound
     y = jnp.clip(y, lo, bound)
     if read.adc_bits is not None:
-        step = (bound - lo) / (2**read.adc_bits - 1)
-        y = lo + jnp.round((y - lo) / step) * step
+        # unipolar: 2^bits levels over [0, bound]; bipolar: 2^bits − 1 levels symmetric about 0
+        # (mid-tread). Either way zero is exactly a level.
+        levels = 2**read.adc_bits - 1 if nonnegative else 2 ** (read.adc_bits - 1) - 1
+        step = bound / levels
+        y = jnp.round(y / step) * step
     return y
 
 
@@ -152,6 +155,9 @@ def measure(device: Device, x: Array, *, key: Array | None = None) -> Measuremen
         ``(B, n_out)``. The next layer received ``normalize(outputs[l])``.
     """
     spec = device.spec
+    if device.population_size is not None:
+        raise ValueError("measure: this is a population; vmap measure over it (or index one "
+                         "device with pop[i])")
     if x.ndim != 2 or x.shape[-1] != spec.widths[0]:
         raise ValueError(f"measure: inputs must have shape (batch, {spec.widths[0]}), "
                          f"got {tuple(x.shape)}")

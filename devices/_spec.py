@@ -56,6 +56,12 @@ def _check_finite(path: str, value: float) -> None:
         _fail(path, f"must be a number, got {value!r}")
 
 
+def _check_nonnegative(path: str, value: float) -> None:
+    _check_finite(path, value)
+    if not (0.0 <= value < math.inf):
+        _fail(path, f"must be a finite number >= 0, got {value!r}")
+
+
 def _check_sigma(path: str, value: float) -> None:
     _check_finite(path, value)
     if not (0.0 <= value < math.inf):
@@ -170,8 +176,9 @@ class ConnectivitySpec:
       random ``r×r`` window of the input image (``image_shape`` required); ``None``: no window.
     * ``global_inputs``: the first ``global_inputs`` input lines are wired to every neuron whatever
       the window (e.g. label lines written into the first pixels); density still applies to them.
-    * ``bias``: whether the crossbar has a bias line (a row driven at a constant full-scale voltage
-      ``v = 1``); its synapses are ordinary synapses (same physics, same programming).
+    * ``bias``: whether the crossbar has a bias line (a row driven at the constant digital value
+      1, i.e. ``1 / input_bound`` of the DAC's full scale); its synapses are ordinary synapses
+      (same physics, same programming).
     """
 
     density: float = 1.0
@@ -216,9 +223,9 @@ class SynapseSpec:
       * ``stuck_zero_rate`` / ``stuck_bound_rate``: d2d fault probabilities of an existing synapse
         stuck at zero or at one of its bounds (either, with equal chance). Stuck synapses never
         move.
-      * ``init_scale``: fab-time weights are ``init_scale · N(0, 1) / sqrt(fan_in)`` (fan_in: number
-        of wired non-bias inputs), clipped to the bounds; bias weights start at 0. Hinton's recipe:
-        1.0.
+      * ``init_scale``: fab-time *digital* weights are ``init_scale · N(0, 1) / sqrt(fan_in)``
+        (fan_in: number of wired non-bias inputs; Hinton's recipe: 1.0), i.e. conductances of that
+        divided by the read path's ``gain``, clipped to the bounds; bias weights start at 0.
 
     Update (``program``):
       * ``update_model``: ``ideal`` (the float request is applied exactly, then clipped to the
@@ -279,9 +286,7 @@ class SynapseSpec:
             _fail(f"{path}.stuck_zero_rate+stuck_bound_rate", "must not exceed 1")
         if self.stuck_bound_rate > 0 and unbounded:
             _fail(f"{path}.stuck_bound_rate", "needs finite bounds to be stuck at")
-        _check_finite(f"{path}.init_scale", self.init_scale)
-        if self.init_scale < 0:
-            _fail(f"{path}.init_scale", f"must be >= 0, got {self.init_scale!r}")
+        _check_nonnegative(f"{path}.init_scale", self.init_scale)
         if self.update_model == "soft_bounds":
             lo, hi = self.w_min, self.w_max
             dw = self.dw_min * math.exp(3 * self.dw_min_sigma) * (1 + abs(self.up_down) + 3 *
@@ -305,8 +310,9 @@ class ReadSpec:
     * ``out_bound`` (full-scale units): crossbar output currents saturate at ±out_bound (aihwkit
       ``out_bound``); ``None``: no saturation.
     * ``adc_bits``: the ADC digitises neuron outputs into ``2^bits`` uniform levels over
-      ``[0, adc_bound]`` (non-negative families) or ``[−adc_bound, adc_bound]``; values outside are
-      clipped. ``None``: no quantisation. ``adc_bound`` (output units) defaults to
+      ``[0, adc_bound]`` (non-negative families) or ``2^bits − 1`` levels symmetric about 0 over
+      ``[−adc_bound, adc_bound]`` (zero is always a level); values outside are clipped.
+      ``None``: no quantisation. ``adc_bound`` (output units) defaults to
       ``out_bound · input_bound · gain``, the current range.
     * ``gain``: fixed gain of the stage that converts the crossbar's analog result to digital
       units (aihwkit's weight-to-conductance mapping). A function that needs digital weights
@@ -362,13 +368,13 @@ class AgingSpec:
     fail_noise: float = 1.0
 
     def validate(self, path: str = "aging") -> None:
-        _check_sigma(f"{path}.drift_nu", self.drift_nu)
+        _check_nonnegative(f"{path}.drift_nu", self.drift_nu)
         _check_sigma(f"{path}.drift_nu_sigma", self.drift_nu_sigma)
         _check_positive(f"{path}.drift_t0", self.drift_t0)
         _check_positive(f"{path}.lifetime", self.lifetime, allow_inf=True)
         _check_sigma(f"{path}.lifetime_sigma", self.lifetime_sigma)
         _check_fraction(f"{path}.fail_noisy_fraction", self.fail_noisy_fraction)
-        _check_sigma(f"{path}.fail_noise", self.fail_noise)
+        _check_nonnegative(f"{path}.fail_noise", self.fail_noise)
 
     @property
     def drifts(self) -> bool:
@@ -449,6 +455,9 @@ class DeviceSpec:
             layer.connectivity.validate(layer.n_in, f"layer {i} connectivity")
             layer.synapse.validate(f"layer {i} synapse")
             layer.read.validate(f"layer {i} read")
+            if layer.read.adc_bits == 1 and not layer.neuron.nonnegative:
+                _fail(f"layer {i} read.adc_bits", f"must be >= 2 for the bipolar outputs of the "
+                                                  f"{layer.neuron.family!r} family")
         self.aging.validate()
 
     @property

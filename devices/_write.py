@@ -107,6 +107,9 @@ def program(device: Device, requests: tuple[Array, ...] | list[Array], *, key: A
         synapses do not move, pulses are finite and noisy, bounds saturate.
     """
     spec = device.spec
+    if device.population_size is not None:
+        raise ValueError("program: this is a population; vmap program over it (or index one "
+                         "device with pop[i])")
     requests = tuple(requests)
     if len(requests) != spec.n_layers:
         raise ValueError(f"program: expected {spec.n_layers} per-layer requests, got "

@@ -11,6 +11,7 @@ Every preset takes the layer widths; the default is Hinton's reference net 784-1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -84,7 +85,7 @@ def pcm(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
     under soft bounds), d2d of step 20 %, c2c of step 60 %; the pair difference spans [−1, 1]
     (each cell [0, 1]; refresh of saturated pairs is not modelled), bound d2d 10 % (assumed).
     Drift (REFERENCES.md, PCM): ``g(t) = g0 ((t + t0)/t0)^(−ν)``, t0 = 20 s, ν ≈ 0.05–0.1:
-    ν = 0.075 ± 0.02 per synapse. Periphery: aihwkit defaults.
+    ν = 0.075 ± 0.02 per synapse. Periphery: aihwkit defaults, the ADC spanning the neurons' range.
     Neurons (assumed): ``square_law`` (transistor in saturation), gain mismatch 10 %, threshold
     σ 0.05, saturating at 8 ± 10 %. Lifetime (assumed): ~1 year (3e7 s, log-σ 0.5).
     """
@@ -96,7 +97,7 @@ def pcm(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
         synapse=SynapseSpec(w_min=-1.0, w_max=1.0, bound_sigma=0.1, dw_min=0.01,
                             dw_min_sigma=0.2, update_model="soft_bounds", max_pulses=31,
                             step_noise=0.6),
-        read=_AIHWKIT_READ,
+        read=dataclasses.replace(_AIHWKIT_READ, adc_bound=8.0),  # the ADC spans the neurons' range
         aging=AgingSpec(drift_nu=0.075, drift_nu_sigma=0.02, drift_t0=20.0, lifetime=3e7,
                         lifetime_sigma=0.5, fail_noisy_fraction=0.2),
         name="pcm",
@@ -127,7 +128,7 @@ def ecram(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
 def harsh(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
     """A stress recipe (not a real technology): every effect at once and strong.
 
-    Saturating ``tanh_sat`` neurons with 30 % gain / sharpness / saturation mismatch and threshold
+    Saturating ``tanh_sat`` neurons with 30 % gain and saturation (rail) mismatch and threshold
     σ 0.2; half the synapses missing; 2 % stuck at zero and 2 % at a bound; ReRAM-like soft-bounds
     synapses with 50 % step and 20 % read-gain mismatch, asymmetry 0.2 ± 0.1; 5-bit DAC, 6-bit ADC
     over the neurons' rails, output noise 0.1; PCM-like drift; neurons die within ~a day (1e5 s).
@@ -135,7 +136,7 @@ def harsh(widths: tuple[int, ...] = REFERENCE_WIDTHS) -> DeviceSpec:
     return DeviceSpec(
         widths=tuple(widths),
         neuron=NeuronSpec("tanh_sat", saturation=4.0, gain_sigma=0.3, threshold_sigma=0.2,
-                          sharpness_sigma=0.3, saturation_sigma=0.3),
+                          saturation_sigma=0.3),
         connectivity=ConnectivitySpec(density=0.5),
         synapse=SynapseSpec(w_min=-1.0, w_max=1.0, bound_sigma=0.3, read_gain_sigma=0.2,
                             dw_min=0.005, dw_min_sigma=0.5, up_down=0.2, up_down_sigma=0.1,

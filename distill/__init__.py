@@ -1,4 +1,42 @@
 """distill: moving function between mortal devices by matching soft output probabilities.
 
-Not implemented yet (its issue is open); the package exists so the import contracts hold.
+A trained device's weights mean nothing on another device, so students learn *in place*, with the
+same Forward-Forward rule as training, to reproduce their teachers' soft probabilities.
+
+Targets: ``teacher_logits``, ``ensemble_probabilities`` (measure only), ``soft_target_loss``.
+Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hybrid_inputs``.
+Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an ensemble of
+teachers → many students, one compiled program), ``chain`` (generations), ``copy_weights``
+(the immortal control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``.
 """
+
+from ._bias import fit_class_bias
+from ._fidelity import fidelity
+from ._targets import ensemble_probabilities, soft_target_loss, teacher_logits
+from ._topology import (
+    DistillConfig,
+    chain,
+    copy_weights,
+    distill_epoch,
+    lineage_record,
+    student_config,
+)
+from ._transfer import hybrid_inputs, noise_inputs, random_fraction, without_classes
+
+__all__ = [
+    "DistillConfig",
+    "chain",
+    "copy_weights",
+    "distill_epoch",
+    "ensemble_probabilities",
+    "fidelity",
+    "fit_class_bias",
+    "hybrid_inputs",
+    "lineage_record",
+    "noise_inputs",
+    "random_fraction",
+    "soft_target_loss",
+    "student_config",
+    "teacher_logits",
+    "without_classes",
+]

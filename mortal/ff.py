@@ -43,8 +43,10 @@ Array = jax.Array
 class FFConfig:
     """Static learner configuration (hashable; Hinton's recipe by default).
 
-    Labels: ``n_classes`` label lines (the first input lines) carry ``label_strength`` for the
-    class, 0 elsewhere; the neutral label puts ``label_strength / n_classes`` on every line.
+    Labels: ``n_classes`` label lines carry ``label_strength`` for the class, 0 elsewhere; the
+    neutral label puts ``label_strength / n_classes`` on every line. ``label_placement``:
+    ``overwrite`` the first input lines (Hinton's MNIST recipe: its corner pixels are blank) or
+    ``prepend`` extra lines (the device then has ``n_classes`` more inputs than the images).
     Goodness: threshold ``θ_l = threshold`` or, if ``None``, the layer's number of units;
     temperature ``temperature``.
     Optimiser (on the requests): ``sgd`` with gradient smoothing ``momentum`` (EMA, Hinton's
@@ -58,6 +60,10 @@ class FFConfig:
     ``readout_decay``. ``negatives``: ``hard`` or ``random``. ``mode``: ``supervised`` (labels in
     the input) or ``unsupervised`` (hybrid-image negatives, no label lines; ``image_shape``
     needed). ``shared_order``: every device of a population sees minibatches in the same order.
+    Distillation (soft targets at temperature ``readout_temperature`` = T): the readout descends
+    ``(1 − λ) T² KL(q ‖ softmax(z/T)) + λ CE(y, softmax(z))`` with ``λ = hard_weight`` when hard
+    labels ``y`` come with the soft targets ``q``; the positive class is drawn from
+    ``(1 − λ) q + λ onehot(y)``.
     """
 
     n_classes: int = 10
@@ -80,6 +86,9 @@ class FFConfig:
     image_shape: tuple[int, int] | None = None
     hybrid_blurs: int = 6
     shared_order: bool = False
+    readout_temperature: float = 1.0
+    hard_weight: float = 0.0
+    label_placement: Literal["overwrite", "prepend"] = "overwrite"
 
     def __post_init__(self) -> None:
         checks = [
@@ -98,6 +107,14 @@ class FFConfig:
              "mode must be 'supervised' or 'unsupervised'"),
             (self.mode == "supervised" or self.image_shape is not None,
              "unsupervised mode needs image_shape for its hybrid negatives"),
+            (self.readout_temperature > 0, "readout_temperature must be > 0"),
+            (self.label_placement in ("overwrite", "prepend"),
+             "label_placement must be 'overwrite' or 'prepend'"),
+            (self.label_strength > 0, "label_strength must be > 0"),
+            (self.readout_lr >= 0 and self.readout_decay >= 0,
+             "readout_lr and readout_decay must be >= 0"),
+            (self.threshold is None or self.threshold >= 0, "threshold must be >= 0"),
+            (0 <= self.hard_weight <= 1, "hard_weight must lie in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -172,12 +189,31 @@ def schedule(cfg: FFConfig, steps_per_epoch: int) -> optax.Schedule:
                                  optax.linear_schedule(1.0, 0.0, half)], [half])
 
 
+def _decay_weights_not_biases(rate: float) -> optax.GradientTransformation:
+    """``u + rate · w`` on weight rows; bias rows (the last of each layer) are not decayed, as in
+    Hinton's code."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        assert params is not None
+        decayed = tuple(u + rate * p.at[-1].set(0.0) for u, p in zip(updates, params,
+                                                                    strict=True))
+        return decayed, state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
 def make_optimizer(cfg: FFConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The transformation from FF gradients (loss-descent convention) to requests."""
+    """The transformation from FF gradients (loss-descent convention) to updates.
+
+    Weight decay acts on the learner's record of what it sent (the bench cannot read weights), so
+    it pulls weights toward their fab-time values rather than toward zero; for Hinton's recipe
+    (lr 0.01, decay 0.001) the difference is a shrink of the initial weights that digital FF has
+    and this does not.
+    """
     first = (optax.ema(cfg.momentum, debias=False) if cfg.optimizer == "sgd"
              else optax.scale_by_adam())
     sched = schedule(cfg, steps_per_epoch)
-    return optax.chain(first, optax.add_decayed_weights(cfg.weight_decay),
+    return optax.chain(first, _decay_weights_not_biases(cfg.weight_decay),
                        optax.scale_by_learning_rate(lambda t: cfg.lr * sched(t)))
 
 
@@ -198,8 +234,12 @@ def init(device: devices.Device, cfg: FFConfig, steps_per_epoch: int) -> FFState
 
 
 def embed_label(x: Array, label_vector: Array, cfg: FFConfig) -> Array:
-    """Write ``(B, C)`` label values into the first C input lines of ``(B, D)`` images."""
-    return x.at[:, : cfg.n_classes].set(label_vector * cfg.label_strength)
+    """Put ``(B, C)`` label values on the label lines of ``(B, D)`` images: over the first C
+    pixels (``overwrite``) or in front of them (``prepend``, giving ``(B, C + D)``)."""
+    lines = label_vector * cfg.label_strength
+    if cfg.label_placement == "prepend":
+        return jnp.concatenate([lines.astype(x.dtype), x], axis=-1)
+    return x.at[:, : cfg.n_classes].set(lines)
 
 
 def embed_class(x: Array, classes: Array, cfg: FFConfig) -> Array:
@@ -347,8 +387,31 @@ def _requests(state: FFState, grads: tuple[Array, ...], cfg: FFConfig, steps_per
     return requests, opt_state, sent, jax.tree.map(jnp.subtract, pending, sent)
 
 
+def readout_gradient(logits: Array, targets: Array, labels: Array | None, cfg: FFConfig
+                     ) -> Array:
+    """``∂L/∂z`` of the readout loss for logits ``z`` ``(B, C)``: ``(1 − λ) T (softmax(z/T) − q)
+    + λ (softmax(z) − onehot(y))`` (the T² convention; plain ``p − q`` for T = 1, λ = 0)."""
+    t = cfg.readout_temperature
+    grad = t * (jax.nn.softmax(logits / t, axis=-1) - targets)
+    if labels is None or cfg.hard_weight == 0:
+        return grad
+    hard = jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(labels, cfg.n_classes)
+    return (1.0 - cfg.hard_weight) * grad + cfg.hard_weight * hard
+
+
+def positive_classes(key: Array, targets: Array, labels: Array | None, cfg: FFConfig) -> Array:
+    """The class written into the positive pass: drawn from the target ``(B, C)`` (mixed with
+    ``onehot(labels)`` at weight ``hard_weight`` when labels are given). ``(B,)`` int32."""
+    mix = targets
+    if labels is not None and cfg.hard_weight > 0:
+        mix = ((1.0 - cfg.hard_weight) * targets
+               + cfg.hard_weight * jax.nn.one_hot(labels, cfg.n_classes))
+    return jax.random.categorical(key, jnp.log(mix), axis=-1)
+
+
 def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConfig,
-               steps_per_epoch: int, bench: Bench = BENCH) -> tuple[FFState, dict[str, Array]]:
+               steps_per_epoch: int, bench: Bench = BENCH, labels: Array | None = None
+               ) -> tuple[FFState, dict[str, Array]]:
     """One minibatch: neutral pass (belief), positive and negative passes, local rule, program.
 
     Args:
@@ -357,6 +420,7 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
         targets: ``(B, C)`` target distributions, or ``(B,)`` int hard labels (which behave
             exactly like one-hot distributions).
         key: PRNG key of this step.
+        labels: optional ``(B,)`` hard labels mixed with soft targets (weight ``hard_weight``).
     Returns:
         The new state and metrics (scalars): ``ff_loss`` (sum over layers), ``readout_loss``,
         ``readout_acc`` (neutral-pass readout vs the target's argmax), ``g_pos``/``g_neg``
@@ -368,11 +432,9 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     feats = readout_features(m0, cfg)
     logits = feats @ state.readout
     if targets.ndim == 1:  # hard labels
-        labels, targets = targets, jax.nn.one_hot(targets, cfg.n_classes)
-    else:
-        labels = jax.random.categorical(k_pos, jnp.log(targets), axis=-1)
+        labels, targets = None, jax.nn.one_hot(targets, cfg.n_classes)
+    positives = positive_classes(k_pos, targets, labels, cfg)
     if cfg.mode == "supervised":
-        positives = labels
         negatives = sample_negatives(k_neg, positives, logits, cfg)
         x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
         m_pos = bench.measure(state.device, x_pos, key=k_m1)
@@ -385,9 +447,9 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     device = bench.program(state.device, requests, key=k_prog)
     record = jax.tree.map(jnp.add, state.record, sent)
     # readout: delta rule toward the target distribution (digital, in the periphery)
-    probs = jax.nn.softmax(logits, axis=-1)
     lr_r = cfg.readout_lr * schedule(cfg, steps_per_epoch)(state.step)
-    delta = feats.T @ (targets - probs) / x.shape[0] - cfg.readout_decay * state.readout
+    grad_z = readout_gradient(logits, targets, labels, cfg)
+    delta = -feats.T @ grad_z / x.shape[0] - cfg.readout_decay * state.readout
     readout = state.readout + lr_r * delta
     metrics = {
         "ff_loss": losses.sum(),
@@ -417,6 +479,9 @@ def train_epoch(state: FFState, x: Array, targets: Array, key: Array, order_key:
     per-epoch mean metrics."""
     n = x.shape[0]
     spe = steps_per_epoch(n, cfg)
+    if spe == 0:
+        raise ValueError(f"train_epoch: {n} examples make no minibatch of {cfg.batch_size}; "
+                         "lower batch_size or add data")
     order = jax.random.permutation(order_key, n)[: spe * cfg.batch_size]
     order = order.reshape(spe, cfg.batch_size)
 

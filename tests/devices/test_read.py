@@ -66,6 +66,7 @@ def test_adc_output_takes_at_most_2_pow_bits_values() -> None:
         levels = np.unique(y)
         assert len(levels) <= 2**bits
         assert len(levels) >= 2 ** (bits - 1)  # the range is actually used
+        assert 0.0 in levels  # zero is a level, signed or not
         assert y.min() >= (0.0 if family == "relu" else -2.0) and y.max() <= 2.0
 
 
@@ -77,6 +78,44 @@ def test_dac_takes_at_most_2_pow_bits_minus_1_levels_and_clips() -> None:
     assert len(np.unique(v)) <= 2**4 - 1
     assert v.min() == -2.0 and v.max() == 2.0  # clipped at full scale
     assert np.allclose(v, np.clip(np.asarray(x), -2, 2), atol=2 / 7 / 2 + 1e-6)
+
+
+def test_noise_and_bounds_scale_with_full_scale_and_gain() -> None:
+    """Noise and the current bound are in full-scale units: in digital units they are multiplied
+    by input_bound and gain."""
+    for bound, gain in ((1.0, 1.0), (4.0, 1.0), (4.0, 0.25)):
+        spec = DeviceSpec((10, 3000), neuron=NeuronSpec("tanh_sat", saturation=1e6),
+                          read=ReadSpec(input_bound=bound, out_noise=0.1, out_bound=0.5,
+                                        gain=gain),
+                          connectivity=ConnectivitySpec(bias=False))
+        d = devices.fabricate(spec, jax.random.key(0))
+        zero = _set_weights(d, [jnp.zeros_like(d.state.weights[0])])
+        x = jnp.full((20, 10), 0.5)
+        y = np.asarray(devices.measure(zero, x, key=jax.random.key(1)).outputs[0])
+        assert abs(y.std() - 0.1 * bound * gain) < 0.03 * 0.1 * bound * gain
+        big = _set_weights(d, [jnp.full_like(d.state.weights[0], 100.0)])
+        y = np.asarray(devices.measure(big, x, key=jax.random.key(1)).outputs[0])
+        np.testing.assert_allclose(y, 0.5 * bound * gain, rtol=1e-5)
+
+
+def test_gain_maps_digital_weights_onto_conductances() -> None:
+    base = devices.preset("ideal", (30, 20, 10))
+    scaled = base.replace(read=ReadSpec(gain=0.25))
+    d1 = devices.fabricate(base, jax.random.key(3))
+    d2 = devices.fabricate(scaled, jax.random.key(3))
+    # the same digital function from 4x larger conductances, at fab and after any change
+    np.testing.assert_allclose(d2.state.weights[0], 4 * d1.state.weights[0], rtol=1e-6)
+    x = jax.random.uniform(jax.random.key(4), (5, 30))
+    for a, b in zip(devices.measure(d1, x).outputs, devices.measure(d2, x).outputs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unvmapped_population_is_a_clear_error(x_batch: jax.Array) -> None:
+    pop = devices.spawn(devices.preset("ideal", TINY), 2, jax.random.key(0))
+    with pytest.raises(ValueError, match="vmap measure"):
+        devices.measure(pop, x_batch)
+    with pytest.raises(ValueError, match="vmap program"):
+        devices.program(pop, tuple(w[0] for w in pop.state.weights), key=jax.random.key(0))
 
 
 def test_unclipped_noiseless_converter_path_equals_the_ideal_path() -> None:

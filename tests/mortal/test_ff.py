@@ -89,9 +89,13 @@ def test_goodness_scores_equal_one_pass_per_label() -> None:
 # --- the learner sees only the bench ----------------------------------------------------------
 
 def _poison(d: devices.Device) -> devices.Device:
-    """Negate every number the device holds (flip every bool): reading it directly is garbage."""
+    """Invert every bit the device holds (an exact involution): reading it directly is garbage
+    (0 becomes NaN, 1.0 becomes -3.99..., True becomes False)."""
     def flip(a: jax.Array) -> jax.Array:
-        return ~a if a.dtype == jnp.bool_ else -a
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+            return jax.lax.bitcast_convert_type(~bits, a.dtype)
+        return ~a
     return dataclasses.replace(d, physics=jax.tree.map(flip, d.physics),
                                state=jax.tree.map(flip, d.state))
 
@@ -155,12 +159,54 @@ def test_one_hot_targets_reproduce_hard_label_training_exactly() -> None:
 
 
 def test_soft_targets_draw_positives_from_the_distribution() -> None:
+    n = 40_000
+    q = jnp.broadcast_to(jnp.array([0.5, 0.3, 0.15, 0.05]), (n, 4))
+    freq = np.bincount(np.asarray(ff.positive_classes(jax.random.key(0), q, None, CFG)),
+                       minlength=4) / n
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.15, 0.05], atol=0.01)
+    # mixed with hard labels at weight λ: (1 − λ) q + λ onehot(y)
+    cfg = dataclasses.replace(CFG, hard_weight=0.4)
+    y = jnp.full((n,), 3)
+    freq = np.bincount(np.asarray(ff.positive_classes(jax.random.key(1), q, y, cfg)),
+                       minlength=4) / n
+    np.testing.assert_allclose(freq, [0.3, 0.18, 0.09, 0.43], atol=0.01)
+    # and soft targets really change what is learned
     pop = devices.spawn(devices.preset("ideal", W), 1, jax.random.key(4))
-    x, y = _data()
+    x, labels = _data()
     soft = jnp.full((x.shape[0], N_CLASSES), 1.0 / N_CLASSES)
     a, _ = _train(pop, soft, x, 1)
-    b, _ = _train(pop, y, x, 1)
+    b, _ = _train(pop, labels, x, 1)
     assert not _tree_equal(a.device.state, b.device.state)
+
+
+def test_prepended_label_lines_leave_the_image_whole() -> None:
+    cfg = dataclasses.replace(CFG, label_placement="prepend")
+    x, y = _data(5)
+    xl = np.asarray(ff.embed_class(x, y, cfg))
+    assert xl.shape == (5, N_CLASSES + W[0])
+    np.testing.assert_array_equal(xl[:, N_CLASSES:], np.asarray(x))
+    np.testing.assert_array_equal(xl[:, :N_CLASSES], np.eye(N_CLASSES)[np.asarray(y)])
+    neutral = np.asarray(ff.embed_neutral(x, cfg))
+    assert np.allclose(neutral[:, :N_CLASSES], 1 / N_CLASSES)
+
+
+def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
+    spec = devices.preset("rram", W)
+    cfg = dataclasses.replace(CFG, accumulate=3.0, momentum=0.0, weight_decay=0.0, lr=1.0)
+    state = ff.init(devices.fabricate(spec, jax.random.key(0)), cfg, 4)
+    limit = 3.0 * spec.layer(0).synapse.dw_min * spec.layer(0).read.gain
+    grads = tuple(jnp.zeros_like(r) for r in state.record)
+    g0 = np.zeros(grads[0].shape, np.float32)
+    g0[0, 0], g0[1, 1] = -2 * limit, -0.5 * limit  # updates are −lr · grad
+    grads = (jnp.asarray(g0), *grads[1:])
+    requests, _, sent, pending = ff._requests(state, grads, cfg, 4)
+    assert float(sent[0][0, 0]) == pytest.approx(2 * limit) and float(sent[0][1, 1]) == 0.0
+    assert float(pending[0][1, 1]) == pytest.approx(0.5 * limit)
+    assert float(requests[0][0, 0]) == pytest.approx(2 * limit / spec.layer(0).read.gain)
+    assert np.count_nonzero(np.asarray(requests[0])) == 1
+    with pytest.raises(ValueError, match="make no minibatch"):
+        ff.train_epoch(state, jnp.zeros((3, W[0])), jnp.zeros(3, jnp.int32),
+                       jax.random.key(0), jax.random.key(1), cfg)
 
 
 # --- populations, determinism, compilation ----------------------------------------------------

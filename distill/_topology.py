@@ -1,0 +1,143 @@
+"""Who teaches whom: teachers (one, or an ensemble) → many students; generational chains; and
+the immortal control arm (copying weights, as digital computers do)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import devices
+from mortal import ff
+
+from ._targets import Source, ensemble_probabilities
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How students learn from teachers (static, hashable).
+
+    ``temperature`` T of the teacher's (and the student readout's) softmax; ``source`` of the
+    teacher's scores (``goodness``, the default, or ``readout``; goodness scores are sums of
+    squares, hence the high default T); ``hard_weight`` λ of hard labels mixed in
+    when the transfer set has labels (loss ``(1 − λ) T² KL + λ CE``, see
+    ``soft_target_loss``).
+    """
+
+    temperature: float = 20.0
+    source: Source = "goodness"
+    hard_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"invalid distillation config: temperature must be > 0, got "
+                             f"{self.temperature}")
+        if self.source not in ("readout", "goodness"):
+            raise ValueError(f"invalid distillation config: source must be 'readout' or "
+                             f"'goodness', got {self.source!r}")
+        if not 0 <= self.hard_weight <= 1:
+            raise ValueError(f"invalid distillation config: hard_weight must lie in [0, 1], "
+                             f"got {self.hard_weight}")
+
+
+def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
+    """The learner config a student uses: the readout descends the T²-scaled soft loss."""
+    return dataclasses.replace(cfg, readout_temperature=dcfg.temperature,
+                               hard_weight=dcfg.hard_weight, mode="supervised")
+
+
+def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels: Array | None,
+                   key: Array, student_keys: Array, cfg: ff.FFConfig, dcfg: DistillConfig,
+                   student_bench: ff.Bench, teacher_bench: ff.Bench
+                   ) -> tuple[ff.FFState, dict[str, Array]]:
+    scfg = student_config(cfg, dcfg)
+    n = x.shape[0]
+    spe = ff.steps_per_epoch(n, scfg)
+    k_order, k_teacher = jax.random.split(key)
+    order = jax.random.permutation(k_order, n)[: spe * scfg.batch_size]
+    order = order.reshape(spe, scfg.batch_size)
+
+    def body(st: ff.FFState, inp: tuple[Array, Array]) -> tuple[ff.FFState, dict[str, Array]]:
+        idx, step = inp
+        xb = x[idx]  # teacher and students see the same inputs in the same step
+        q = ensemble_probabilities(teachers, xb, cfg, temperature=dcfg.temperature,
+                                   source=dcfg.source, key=jax.random.fold_in(k_teacher, step),
+                                   bench=teacher_bench)
+        yb = None if labels is None else labels[idx]
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(student_keys)
+        return jax.vmap(lambda s, k: ff.train_step(s, xb, q, k, scfg, spe, student_bench, yb))(
+            st, keys)
+
+    students, metrics = jax.lax.scan(body, students, (order, jnp.arange(spe)))
+    return students, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
+distill_epoch = jax.jit(_distill_epoch, static_argnames=("cfg", "dcfg", "student_bench",
+                                                          "teacher_bench"))
+distill_epoch.__doc__ = """One epoch of students learning in place from teachers' soft targets.
+
+students: stacked learner states (S students, built with ``ff.init_population`` and
+``student_config``); teachers: stacked learner states of K teachers (K = 1: one teacher; K > 1:
+an ensemble whose probabilities are averaged). x ``(N, D)``: the transfer set; labels ``(N,)`` or
+None. key: shared (minibatch order, teacher read noise); student_keys ``(S,)``: each student's
+own. Every step measures the teachers on the minibatch the students learn from (no stale cache).
+The teachers are only ever measured (``teacher_bench.measure``)."""
+
+
+def copy_weights(teacher: ff.FFState, student_device: devices.Device, *, key: Array
+                 ) -> ff.FFState:
+    """The immortal control arm: program the teacher's weights into another device, and copy
+    its digital readout. It reads the teacher's conductances (``devices.inspect``: impossible on
+    a sealed mortal device, which is the point) and asks the student for the difference; the
+    student's own physics (bounds, steps, faults, read gains, neurons) then decides what it
+    computes. Works when the physics match (``ideal`` → ``ideal``); fails when they differ."""
+    t_w = devices.inspect(teacher.device)["layers"]
+    s_w = devices.inspect(student_device)["layers"]
+    requests = tuple(t["weights"] - s["weights"] for t, s in zip(t_w, s_w, strict=True))
+    programmed = devices.program(student_device, requests, key=key)
+    return dataclasses.replace(teacher, device=programmed)
+
+
+def lineage_record(generation: int, teacher: str, student: str, transfer_set: str,
+                   dcfg: DistillConfig, fab_seed: int, recipe: str, epochs: int
+                   ) -> dict[str, Any]:
+    """One edge of a distillation lineage (plain data, for run files)."""
+    return {"generation": generation, "teacher": teacher, "student": student,
+            "transfer_set": transfer_set, "temperature": dcfg.temperature,
+            "source": dcfg.source, "hard_weight": dcfg.hard_weight, "fab_seed": fab_seed,
+            "recipe": recipe, "epochs": epochs}
+
+
+def chain(first: ff.FFState, spec: devices.DeviceSpec, generations: int, x: Array,
+          labels: Array | None, cfg: ff.FFConfig, dcfg: DistillConfig, epochs: int,
+          seed: int, transfer_set: str = "train images") -> tuple[list[ff.FFState],
+                                                                  list[dict[str, Any]]]:
+    """Teacher → child → grandchild …: each generation is a freshly fabricated device of
+    ``spec`` (fab seed ``seed + g``) that learns from the previous one for ``epochs`` epochs.
+
+    ``first``: the founding teacher (a single learner state, no population axis). Returns every
+    generation's learner state (generation 0 = ``first``) and the lineage records.
+    """
+    scfg = student_config(cfg, dcfg)
+    spe = ff.steps_per_epoch(x.shape[0], scfg)
+    states, lineage = [first], []
+    for g in range(1, generations + 1):
+        device = devices.fabricate(spec, jax.random.key(seed + g))
+        student = jax.tree.map(lambda a: a[None], ff.init(device, scfg, spe))
+        teacher = jax.tree.map(lambda a: a[None], states[-1])
+        key = jax.random.key(seed + 10_000 + g)
+        for e in range(epochs):
+            k = jax.random.fold_in(key, e)
+            student, _ = distill_epoch(student, teacher, x, labels, k,
+                                       jax.random.split(jax.random.fold_in(k, 1), 1),
+                                       cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
+                                       teacher_bench=ff.BENCH)
+        states.append(jax.tree.map(lambda a: a[0], student))
+        lineage.append(lineage_record(g, f"generation {g - 1}", f"generation {g}",
+                                      transfer_set, dcfg, seed + g, spec.name, epochs))
+    return states, lineage

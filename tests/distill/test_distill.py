@@ -1,0 +1,229 @@
+"""Distillation: the loss convention, reduction to plain FF, measure-only teachers, populations,
+lineage, fidelity, transfer sets, bias correction and the control arm."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import devices
+import distill
+from mortal import ff
+
+from ..mortal.test_ff import CFG, N_CLASSES, W, _data, _poison, _tree_equal
+
+
+def _teacher(epochs: int = 3) -> ff.FFState:
+    pop = devices.spawn(devices.preset("ideal", W), 1, jax.random.key(10))
+    x, y = _data()
+    state = ff.init_population(pop, CFG, ff.steps_per_epoch(x.shape[0], CFG))
+    for e in range(epochs):
+        k, o = ff.epoch_keys(jax.random.key(11), e, 1, CFG)
+        state, _ = ff.population_epoch(state, x, y, k, o, cfg=CFG, bench=ff.BENCH)
+    return state
+
+
+def _students(n: int, dcfg: distill.DistillConfig, preset: str = "rram") -> ff.FFState:
+    pop = devices.spawn(devices.preset(preset, W), n, jax.random.key(20))
+    return ff.init_population(pop, distill.student_config(CFG, dcfg),
+                              ff.steps_per_epoch(40, CFG))
+
+
+def _distill(students: ff.FFState, teacher: ff.FFState, dcfg: distill.DistillConfig,
+             student_keys: jax.Array, teacher_bench: ff.Bench = ff.BENCH,
+             labels: jax.Array | None = None) -> ff.FFState:
+    x, _ = _data()
+    for e in range(2):
+        students, _ = distill.distill_epoch(students, teacher, x, labels, jax.random.key(30 + e),
+                                            jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(
+                                                student_keys),
+                                            cfg=CFG, dcfg=dcfg, student_bench=ff.BENCH,
+                                            teacher_bench=teacher_bench)
+    return students
+
+
+# --- the loss -----------------------------------------------------------------------------------
+
+def test_soft_loss_carries_t_squared_and_its_gradient_is_the_learners() -> None:
+    z_s = jax.random.normal(jax.random.key(0), (16, 5)) * 3
+    z_t = jax.random.normal(jax.random.key(1), (16, 5)) * 3
+    labels = jnp.arange(16) % 5
+    for t, lam in ((1.0, 0.0), (4.0, 0.0), (20.0, 0.3)):
+        q = jax.nn.softmax(z_t / t, axis=-1)
+        auto = jax.grad(lambda z, q=q, t=t, lam=lam: distill.soft_target_loss(
+            z, q, t, labels, lam))(z_s)
+        cfg = dataclasses.replace(CFG, n_classes=5, readout_temperature=t, hard_weight=lam)
+        rule = ff.readout_gradient(z_s, q, labels, cfg) / z_s.shape[0]
+        np.testing.assert_allclose(rule, auto, rtol=1e-4, atol=1e-6)
+    # T² keeps the soft gradient's scale: without it the gradient would shrink like 1/T
+    g = [float(jnp.abs(jax.grad(lambda z, t=t: distill.soft_target_loss(
+        z, jax.nn.softmax(z_t / t, -1), t))(z_s)).mean()) for t in (10.0, 100.0)]
+    assert 0.8 < g[1] / g[0] < 1.25
+
+
+def test_high_temperature_limit_is_logit_regression() -> None:
+    z_s = jax.random.normal(jax.random.key(0), (8, 6))
+    z_t = jax.random.normal(jax.random.key(1), (8, 6))
+    z_s, z_t = z_s - z_s.mean(-1, keepdims=True), z_t - z_t.mean(-1, keepdims=True)
+    regression = (z_s - z_t) / (6 * 8)  # ∂/∂z of mean over batch of |z − z_t|² / (2C)
+    gaps = []
+    for t in (10.0, 100.0):
+        grad = jax.grad(lambda z, t=t: distill.soft_target_loss(
+            z, jax.nn.softmax(z_t / t, -1), t))(z_s)
+        gaps.append(float(jnp.abs(grad - regression).max() / jnp.abs(regression).max()))
+    assert gaps[1] < 0.02  # within 2 % at T = 100
+    assert gaps[1] < gaps[0] / 5  # and the gap closes like 1/T
+
+
+# --- students learn with the FF rule ------------------------------------------------------------
+
+def test_one_hot_teacher_reduces_distillation_to_plain_ff() -> None:
+    """A teacher that is certain (T → 0) gives one-hot targets: students then train exactly as
+    FF with those labels."""
+    teacher = _teacher()
+    x, _ = _data()
+    dcfg = distill.DistillConfig(temperature=1e-4, source="goodness")
+    students = _students(2, dcfg)
+    keys = jax.random.split(jax.random.key(40), 2)
+    distilled = _distill(students, teacher, dcfg, keys)
+    # the same students trained by plain FF on the teacher's argmax labels, same keys and order
+    scfg = distill.student_config(CFG, dcfg)
+    t_single = jax.tree.map(lambda a: a[0], teacher)
+    hard = jnp.argmax(ff.goodness_scores(t_single.device, x, CFG, None), -1)
+    plain = students
+    spe = ff.steps_per_epoch(40, CFG)
+    for e in range(2):
+        k_order, _ = jax.random.split(jax.random.key(30 + e))
+        order = jax.random.permutation(k_order, 40)[: spe * CFG.batch_size].reshape(spe, -1)
+        ekeys = jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(keys)
+        for step in range(spe):
+            idx = order[step]
+            skeys = jax.vmap(lambda k, step=step: jax.random.fold_in(k, step))(ekeys)
+            plain, _ = jax.vmap(lambda s, k, idx=idx: ff.train_step(
+                s, x[idx], hard[idx], k, scfg, spe))(plain, skeys)
+    for a, b in zip(distilled.device.state.weights, plain.device.state.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_students_only_ever_measure_the_teacher() -> None:
+    teacher = _teacher(1)
+    dcfg = distill.DistillConfig()
+    keys = jax.random.split(jax.random.key(41), 2)
+    honest = _distill(_students(2, dcfg), teacher, dcfg, keys)
+
+    def no_program(*_: object, **__: object) -> devices.Device:
+        raise AssertionError("a student programmed its teacher")
+
+    measure_only = ff.Bench(
+        measure=lambda d, x, *, key=None: devices.measure(_poison(d), x, key=key),
+        program=no_program)
+    sealed_teacher = dataclasses.replace(teacher, device=jax.vmap(_poison)(teacher.device))
+    sealed = _distill(_students(2, dcfg), sealed_teacher, dcfg, keys, teacher_bench=measure_only)
+    assert _tree_equal(sealed.device, honest.device)
+
+
+def test_vmapped_one_to_many_equals_separate_runs() -> None:
+    teacher = _teacher(1)
+    dcfg = distill.DistillConfig(hard_weight=0.2)
+    _, y = _data()
+    keys = jax.random.split(jax.random.key(42), 3)
+    students = _students(3, dcfg)
+    together = _distill(students, teacher, dcfg, keys, labels=y)
+    for i in (0, 2):
+        alone = _distill(students[i:i + 1] if False else jax.tree.map(lambda a, i=i: a[i:i + 1],
+                                                                      students),
+                         teacher, dcfg, keys[i:i + 1], labels=y)
+        for a, b in zip(together.device.state.weights, alone.device.state.weights, strict=True):
+            np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_targets_are_the_mean_of_member_probabilities() -> None:
+    teacher = _teacher(1)
+    x, _ = _data(8)
+    pair = jax.tree.map(lambda a: jnp.concatenate([a, a]), teacher)
+    one = distill.ensemble_probabilities(teacher, x, CFG, temperature=20.0, source="goodness",
+                                         key=jax.random.key(0))
+    two = distill.ensemble_probabilities(pair, x, CFG, temperature=20.0, source="goodness",
+                                         key=jax.random.key(0))
+    np.testing.assert_allclose(one, two, rtol=1e-5)
+    np.testing.assert_allclose(one.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_chain_records_a_complete_lineage() -> None:
+    teacher = jax.tree.map(lambda a: a[0], _teacher(1))
+    x, _ = _data()
+    dcfg = distill.DistillConfig()
+    states, lineage = distill.chain(teacher, devices.preset("rram", W), 3, x, None, CFG, dcfg,
+                                    epochs=1, seed=5, transfer_set="toy")
+    assert len(states) == 4 and len(lineage) == 3
+    for g, rec in enumerate(lineage, start=1):
+        assert rec["generation"] == g and rec["teacher"] == f"generation {g - 1}"
+        assert rec["student"] == f"generation {g}" and rec["fab_seed"] == 5 + g
+        assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
+        assert rec["recipe"] == "rram" and rec["epochs"] == 1
+    # every generation is a different, fresh instance
+    gains = [np.asarray(devices.inspect(s.device)["layers"][0]["gain"]) for s in states[1:]]
+    assert not np.array_equal(gains[0], gains[1])
+
+
+# --- the control arm, fidelity, transfer sets, bias ----------------------------------------------
+
+def test_weight_copy_works_on_identical_physics_and_fails_on_different() -> None:
+    teacher = jax.tree.map(lambda a: a[0], _teacher(4))
+    x, _ = _data(200, seed=3)
+    same = devices.fabricate(devices.preset("ideal", W), jax.random.key(99))
+    copied = distill.copy_weights(teacher, same, key=jax.random.key(1))
+    t_scores = ff.goodness_scores(teacher.device, x, CFG, None)
+    np.testing.assert_allclose(ff.goodness_scores(copied.device, x, CFG, None), t_scores,
+                               rtol=1e-4)
+    other = devices.fabricate(devices.preset("harsh", W), jax.random.key(99))
+    broken = distill.copy_weights(teacher, other, key=jax.random.key(1))
+    k = jax.random.key(2)
+    agree = np.mean(np.argmax(ff.goodness_scores(broken.device, x, CFG, k), -1)
+                    == np.argmax(t_scores, -1))
+    assert agree < 0.8
+
+
+def test_fidelity_metrics() -> None:
+    t = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    s = np.array([[0.8, 0.2], [0.6, 0.4], [0.6, 0.4]])
+    y = np.array([0, 1, 1])
+    f = distill.fidelity(t, s, y, 2)
+    assert f["agreement"] == pytest.approx(2 / 3)
+    assert f["teacher_accuracy"] == pytest.approx(2 / 3)
+    assert f["student_accuracy"] == pytest.approx(1 / 3)
+    assert f["relative_accuracy"] == pytest.approx(0.5)
+    assert f["per_class_error"] == [0.0, 1.0]
+    assert f["kl"] > 0 and distill.fidelity(t, t, y, 2)["kl"] == pytest.approx(0, abs=1e-9)
+
+
+def test_transfer_sets() -> None:
+    x = np.arange(100, dtype=np.float32).reshape(50, 2)
+    y = np.arange(50) % 5
+    part = distill.random_fraction(x, 0.2, seed=1)
+    assert part.shape == (10, 2) and len(np.unique(part[:, 0])) == 10
+    assert not np.isin(y[np.isin(x[:, 0], distill.without_classes(x, y, (3,))[:, 0])], 3).any()
+    assert distill.noise_inputs(7, 4).shape == (7, 4)
+    h = distill.hybrid_inputs(np.random.default_rng(0).uniform(size=(9, 16)).astype(np.float32),
+                              5, (4, 4))
+    assert h.shape == (5, 16)
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        distill.random_fraction(x, 0.0)
+    with pytest.raises(ValueError, match="leaves no image"):
+        distill.without_classes(x, y, (0, 1, 2, 3, 4))
+
+
+def test_class_bias_correction_recovers_an_offset() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, N_CLASSES, 400)
+    scores = 3.0 * np.eye(N_CLASSES)[y] + rng.normal(0, 1, (400, N_CLASSES))
+    scores[:, 2] -= 4.0  # the class the transfer set lacked
+    before = np.mean(scores.argmax(-1)[y == 2] == 2)
+    b = np.asarray(distill.fit_class_bias(jnp.asarray(scores), jnp.asarray(y)))
+    after = np.mean((scores + b).argmax(-1)[y == 2] == 2)
+    assert before < 0.2 and after > 0.8
+    assert abs(b.sum()) < 1e-4 and b[2] > 2.0
