@@ -1,0 +1,247 @@
+"""Distillation benchmarks (issue: distillation between mortal devices). JSON + a table.
+
+A teacher device is trained in place with Forward-Forward; fresh devices then learn, in place,
+to reproduce its soft goodness probabilities (temperature T) on a transfer set. Reported apart:
+student test error (goodness readout) and fidelity to the teacher (top-1 agreement, KL).
+
+Experiments (all on ``--dataset``, default the embedded digits; ``mnist`` for the issue's figures):
+  one-to-many   teacher → S fresh students on the unlabelled training images; alongside, the
+                same students trained from hard labels with the same budget, and the weight-copy
+                control arm (teacher's weights programmed into each student device)
+  fraction      transfer set of ``--fraction`` (default 5 %) of the training images
+  no-threes     every 3 left out of the transfer set; test-3 accuracy before / after a per-class
+                bias fitted on the validation set (Hinton et al. 2015)
+  chain         teacher → child → … for ``--generations`` generations, fresh device each time
+  cross-recipe  the rram teacher → pcm students
+  copy-ideal    control: an ideal teacher's weights copied into another ideal device
+
+Reproduce: ``python scripts/distill_benchmarks.py --dataset digits`` (seeds: fab ``--seed``,
+training ``--seed + 1``). Results: ``scripts/results/distill_<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import devices  # noqa: E402
+import distill  # noqa: E402
+from mortal import data, ff  # noqa: E402
+
+SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
+    "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
+                                     "label_placement": "prepend"}, 0.5),
+    "mnist": ((784, 1000, 1000, 1000), {"accumulate": 8.0}, 0.5),
+}
+
+
+def _spec(name: str, widths: tuple[int, ...], gain: float) -> devices.DeviceSpec:
+    spec = devices.preset(name, widths)
+    if name == "ideal":
+        return spec
+    return spec.replace(read=dataclasses.replace(spec.layer(0).read, gain=gain))
+
+
+def _train_ff(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, cfg: ff.FFConfig,
+              seed: int) -> ff.FFState:
+    pop = devices.spawn(spec, n, jax.random.key(seed))
+    state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
+    for e in range(cfg.epochs):
+        keys, order = ff.epoch_keys(jax.random.key(seed + 1), e, n, cfg)
+        state, _ = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
+    return state
+
+
+def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array,
+             cfg: ff.FFConfig, dcfg: distill.DistillConfig, seed: int) -> ff.FFState:
+    scfg = distill.student_config(cfg, dcfg)
+    pop = devices.spawn(spec, n, jax.random.key(seed))
+    students = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
+    for e in range(cfg.epochs):
+        k = jax.random.fold_in(jax.random.key(seed + 1), e)
+        students, _ = distill.distill_epoch(students, teacher, x, None, k,
+                                            jax.random.split(jax.random.fold_in(k, 1), n),
+                                            cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
+                                            teacher_bench=ff.BENCH)
+    return students
+
+
+def _scores(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.ndarray:
+    """Goodness scores ``(P, N, C)`` of every member, in chunks (measure only)."""
+    p = state.step.shape[0]
+    keys = jax.random.split(jax.random.key(seed), p)
+
+    @jax.jit
+    def one(s: ff.FFState, k: jax.Array, xc: jax.Array) -> jax.Array:
+        return ff.goodness_scores(s.device, xc, cfg, k)
+
+    out = [np.asarray(jax.vmap(one, in_axes=(0, 0, None))(state, keys, x[i:i + 1000]))
+           for i in range(0, x.shape[0], 1000)]
+    return np.concatenate(out, axis=1)
+
+
+def _report(teacher_scores: np.ndarray, student_scores: np.ndarray, y: np.ndarray, t: float,
+            n_classes: int) -> dict[str, Any]:
+    tp = jax.nn.softmax(teacher_scores / t, -1)
+    rows = [distill.fidelity(np.asarray(tp), np.asarray(jax.nn.softmax(s / t, -1)), y,
+                             n_classes) for s in student_scores]
+    err = [1 - r["student_accuracy"] for r in rows]
+    return {"student_error": err, "mean_student_error": float(np.mean(err)),
+            "teacher_error": 1 - rows[0]["teacher_accuracy"],
+            "agreement": [r["agreement"] for r in rows],
+            "mean_agreement": float(np.mean([r["agreement"] for r in rows])),
+            "kl": [r["kl"] for r in rows]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits", choices=sorted(SETUPS))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--students", type=int, default=8)
+    parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--temperature", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
+    args = parser.parse_args()
+
+    widths, cfg_kw, gain = SETUPS[args.dataset]
+    ds = data.load(args.dataset, args.data_dir)
+    cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **cfg_kw)
+    dcfg = distill.DistillConfig(temperature=args.temperature, source="goodness")
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
+    rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
+    s, t = args.seed, args.temperature
+    results: dict[str, Any] = {"dataset": args.dataset, "epochs": args.epochs,
+                               "students": args.students, "temperature": t, "seed": s,
+                               "learner_config": dataclasses.asdict(cfg),
+                               "command": " ".join([sys.executable, *sys.argv])}
+    try:
+        results["git_revision"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        results["git_revision"] = "unknown"
+    out = Path(args.out) / f"distill_{args.dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        tmp = out.with_suffix(".json.part")
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+        os.replace(tmp, out)
+
+    start = time.perf_counter()
+    teacher = _train_ff(rram, 1, x, y, cfg, s)
+    t_scores = _scores(teacher, xt, cfg, s + 2)[0]
+    n = args.students
+
+    def log(name: str, row: dict[str, Any]) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - start, 1)
+        results[name] = row
+        save()
+        print(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in row.items()
+                                      if not isinstance(v, list)), flush=True)
+
+    students = _distill(teacher, rram, n, x, cfg, dcfg, s + 100)
+    row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
+    hard = _train_ff(rram, n, x, y, cfg, s + 100)
+    row["hard_label_error"] = [float(np.mean(a.argmax(-1) != yt))
+                               for a in _scores(hard, xt, cfg, s + 4)]
+    row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
+    single = jax.tree.map(lambda a: a[0], teacher)
+    fresh = devices.spawn(rram, n, jax.random.key(s + 100))
+    copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
+        fresh, jax.random.split(jax.random.key(s + 5), n))
+    row["weight_copy_error"] = [float(np.mean(a.argmax(-1) != yt))
+                                for a in _scores(copies, xt, cfg, s + 6)]
+    row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
+    log("one-to-many", row)
+
+    part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))
+    small = _distill(teacher, rram, n, part, dataclasses.replace(
+        cfg, batch_size=min(cfg.batch_size, part.shape[0])), dcfg, s + 200)
+    log("fraction", {"fraction": args.fraction, "transfer_images": int(part.shape[0]),
+                     **_report(t_scores, _scores(small, xt, cfg, s + 7), yt, t, ds.n_classes)})
+
+    no3 = jnp.asarray(distill.without_classes(np.asarray(x), np.asarray(y), (3,)))
+    blind = _distill(teacher, rram, n, no3, cfg, dcfg, s + 300)
+    b_test = _scores(blind, xt, cfg, s + 8)
+    b_val = _scores(blind, jnp.asarray(ds.x_val), cfg, s + 9)
+    threes = yt == 3
+    before, after = [], []
+    for sc_t, sc_v in zip(b_test, b_val, strict=True):
+        bias = np.asarray(distill.fit_class_bias(jnp.asarray(sc_v / t),
+                                                 jnp.asarray(ds.y_val)))
+        before.append(float(np.mean(sc_t[threes].argmax(-1) == 3)))
+        after.append(float(np.mean((sc_t[threes] / t + bias).argmax(-1) == 3)))
+    log("no-threes", {"test3_accuracy_before": before, "test3_accuracy_after": after,
+                      "mean_before": float(np.mean(before)), "mean_after": float(np.mean(after)),
+                      **_report(t_scores, b_test, yt, t, ds.n_classes)})
+
+    states, lineage = distill.chain(single, rram, args.generations, x, None, cfg, dcfg,
+                                    epochs=args.epochs, seed=s + 400)
+    errors = [float(np.mean(_scores(jax.tree.map(lambda a: a[None], st), xt, cfg, s + 10)[0]
+                            .argmax(-1) != yt)) for st in states]
+    log("chain", {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
+                  "lineage": lineage})
+
+    cross = _distill(teacher, pcm, n, x, cfg, dcfg, s + 500)
+    log("cross-recipe", {"teacher": "rram", "students": "pcm",
+                         **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
+                                   ds.n_classes)})
+
+    ideal = devices.preset("ideal", widths)
+    it = _train_ff(ideal, 1, x, y, cfg, s + 600)
+    other = devices.fabricate(ideal, jax.random.key(s + 601))
+    copied = distill.copy_weights(jax.tree.map(lambda a: a[0], it), other, key=jax.random.key(1))
+    log("copy-ideal", {
+        "teacher_error": float(np.mean(_scores(it, xt, cfg, s + 12)[0].argmax(-1) != yt)),
+        "copy_error": float(np.mean(_scores(jax.tree.map(lambda a: a[None], copied), xt, cfg,
+                                            s + 13)[0].argmax(-1) != yt))})
+    results["complete"] = True
+    save()
+
+    r = results
+    table = [
+        ("one teacher -> students (mean err %)", 100 * r["one-to-many"]["mean_student_error"],
+         f"teacher {100 * r['one-to-many']['teacher_error']:.2f}%, agreement "
+         f"{100 * r['one-to-many']['mean_agreement']:.1f}%"),
+        ("same students, hard labels", 100 * r["one-to-many"]["mean_hard_label_error"], ""),
+        ("weight copy into the students", 100 * r["one-to-many"]["mean_weight_copy_error"],
+         "immortal control arm"),
+        (f"transfer set {100 * args.fraction:g}%", 100 * r["fraction"]["mean_student_error"],
+         f"agreement {100 * r['fraction']['mean_agreement']:.1f}%"),
+        ("no 3s: test-3 accuracy before -> after bias", 100 * r["no-threes"]["mean_before"],
+         f"-> {100 * r['no-threes']['mean_after']:.1f}%"),
+        (f"chain of {args.generations}: last generation err", 100 * r["chain"][
+            "generation_error"][-1], " ".join(f"{100 * e:.1f}" for e in r["chain"][
+                "generation_error"])),
+        ("rram teacher -> pcm students", 100 * r["cross-recipe"]["mean_student_error"],
+         f"agreement {100 * r['cross-recipe']['mean_agreement']:.1f}%"),
+        ("ideal -> ideal weight copy", 100 * r["copy-ideal"]["copy_error"],
+         f"teacher {100 * r['copy-ideal']['teacher_error']:.2f}%"),
+    ]
+    w = max(len(a) for a, _, _ in table)
+    print(f"{'experiment':<{w}}  {'value %':>8}  notes")
+    for a, v, note in table:
+        print(f"{a:<{w}}  {v:8.2f}  {note}")
+
+
+if __name__ == "__main__":
+    main()
