@@ -6,12 +6,14 @@ same Forward-Forward rule as training, to reproduce their teachers' soft probabi
 Targets: ``teacher_logits``, ``ensemble_probabilities`` (measure only), ``soft_target_loss``.
 Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hybrid_inputs``.
 Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an ensemble of
-teachers → many students, one compiled program), ``chain`` (generations), ``copy_weights``
-(the immortal control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``.
+teachers → many students, one compiled program), ``chain`` (generations), ``mutual_epoch``
+(mutual distillation / codistillation on labelled shards), ``copy_weights`` (the immortal
+control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``.
 """
 
 from ._bias import fit_class_bias
 from ._fidelity import fidelity
+from ._mutual import mutual_epoch, others_mean
 from ._targets import ensemble_probabilities, soft_target_loss, teacher_logits
 from ._topology import (
     DistillConfig,
@@ -33,7 +35,9 @@ __all__ = [
     "fit_class_bias",
     "hybrid_inputs",
     "lineage_record",
+    "mutual_epoch",
     "noise_inputs",
+    "others_mean",
     "random_fraction",
     "soft_target_loss",
     "student_config",

@@ -227,3 +227,36 @@ def test_class_bias_correction_recovers_an_offset() -> None:
     after = np.mean((scores + b).argmax(-1)[y == 2] == 2)
     assert before < 0.2 and after > 0.8
     assert abs(b.sum()) < 1e-4 and b[2] > 2.0
+
+
+# --- mutual distillation ----------------------------------------------------------------------
+
+def test_others_mean_excludes_each_devices_own_belief() -> None:
+    b = jax.random.uniform(jax.random.key(0), (4, 3, 5))
+    m = np.asarray(distill.others_mean(b))
+    for i in range(4):
+        others = [j for j in range(4) if j != i]
+        np.testing.assert_allclose(m[i], np.asarray(b)[others].mean(0), rtol=1e-6)
+
+
+def test_mutual_epoch_shares_stale_beliefs_and_learns_shards() -> None:
+    dcfg = distill.DistillConfig(temperature=20.0)
+    x, y = _data(80)
+    pop = devices.spawn(devices.preset("rram", W), 3, jax.random.key(50))
+    states = ff.init_population(pop, distill.student_config(CFG, dcfg),
+                                ff.steps_per_epoch(80, CFG))
+    x_shards = jnp.stack([x[i::3][:26] for i in range(3)])
+    y_shards = jnp.stack([y[i::3][:26] for i in range(3)])
+    new, shared, metrics = distill.mutual_epoch(states, states, x, x_shards, y_shards,
+                                                jax.random.key(1), cfg=CFG, dcfg=dcfg,
+                                                exchange_every=3, bench=ff.BENCH)
+    assert metrics["ff_loss"].shape == (3,)
+    steps = ff.steps_per_epoch(80, CFG)  # 8 steps: the last exchange happened at step 6
+    assert int(new.step[0]) == 2 * steps  # a distillation and a shard step per step
+    assert int(shared.step[0]) == 2 * 6
+    assert not _tree_equal(new.device.state, states.device.state)
+    # with no exchange after the start, the shared beliefs stay those of the initial devices
+    _, frozen, _ = distill.mutual_epoch(states, states, x, x_shards, y_shards,
+                                        jax.random.key(1), cfg=CFG, dcfg=dcfg,
+                                        exchange_every=1000, bench=ff.BENCH)
+    assert _tree_equal(frozen, states)
