@@ -14,6 +14,8 @@ Experiments (all on ``--dataset``, default the embedded digits; ``mnist`` for th
   chain         teacher → child → … for ``--generations`` generations, fresh device each time
   cross-recipe  the rram teacher → pcm students
   copy-ideal    control: an ideal teacher's weights copied into another ideal device
+  mutual        S devices, each with labels for only its 1/S of the training set, sharing
+                beliefs on the unlabelled images (codistillation), vs one device on all labels
 
 Reproduce: ``python scripts/distill_benchmarks.py --dataset digits`` (seeds: fab ``--seed``,
 training ``--seed + 1``). Results: ``scripts/results/distill_<dataset>.json``.
@@ -118,7 +120,13 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
+    parser.add_argument("--experiments", nargs="+", default=["all"],
+                        choices=["all", "main", "mutual"],
+                        help="main: every teacher-student experiment; mutual: codistillation")
     args = parser.parse_args()
+    selected = set(args.experiments)
+    run_main = bool(selected & {"all", "main"})
+    run_mutual = bool(selected & {"all", "mutual"})
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     ds = data.load(args.dataset, args.data_dir)
@@ -140,6 +148,9 @@ def main() -> None:
         results["git_revision"] = "unknown"
     out = Path(args.out) / f"distill_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not run_main and out.exists():  # add to an earlier run's results
+        results = {**json.loads(out.read_text()), **{k: v for k, v in results.items()
+                                                     if k in ("command", "git_revision")}}
 
     def save() -> None:
         tmp = out.with_suffix(".json.part")
@@ -147,8 +158,6 @@ def main() -> None:
         os.replace(tmp, out)
 
     start = time.perf_counter()
-    teacher = _train_ff(rram, 1, x, y, cfg, s)
-    t_scores = _scores(teacher, xt, cfg, s + 2)[0]
     n = args.students
 
     def log(name: str, row: dict[str, Any]) -> None:
@@ -157,6 +166,34 @@ def main() -> None:
         save()
         print(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in row.items()
                                       if not isinstance(v, list)), flush=True)
+
+    if run_mutual:
+        shard = x.shape[0] // n
+        xs = x[: n * shard].reshape(n, shard, -1)
+        ys = y[: n * shard].reshape(n, shard)
+        scfg = distill.student_config(cfg, dcfg)
+        pop = devices.spawn(rram, n, jax.random.key(s + 700))
+        st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
+        shared = st
+        for e in range(cfg.epochs):
+            st, shared, _ = distill.mutual_epoch(
+                st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e), cfg=cfg,
+                dcfg=dcfg, exchange_every=10, bench=ff.BENCH)
+        mutual_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(st, xt, cfg, s + 14)]
+        alone = _train_ff(rram, 1, x[:shard], y[:shard], cfg, s + 702)  # one shard, no sharing
+        alone_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(alone, xt, cfg, s + 15)]
+        full = _train_ff(rram, 1, x, y, cfg, s + 703)
+        full_err = float(np.mean(_scores(full, xt, cfg, s + 16)[0].argmax(-1) != yt))
+        log("mutual", {"device_error": mutual_err, "mean_device_error": float(np.mean(
+            mutual_err)), "shard_only_error": alone_err, "mean_shard_only_error": float(
+            np.mean(alone_err)), "all_labels_error": full_err, "exchange_every": 10,
+            "shard_size": int(shard)})
+        print(f"mutual: device error {100 * np.mean(mutual_err):.2f}% (shard alone "
+              f"{100 * np.mean(alone_err):.2f}%, one device on all labels {100 * full_err:.2f}%)")
+    if not run_main:
+        return
+    teacher = _train_ff(rram, 1, x, y, cfg, s)
+    t_scores = _scores(teacher, xt, cfg, s + 2)[0]
 
     students = _distill(teacher, rram, n, x, cfg, dcfg, s + 100)
     row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)

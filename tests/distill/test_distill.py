@@ -134,9 +134,8 @@ def test_vmapped_one_to_many_equals_separate_runs() -> None:
     students = _students(3, dcfg)
     together = _distill(students, teacher, dcfg, keys, labels=y)
     for i in (0, 2):
-        alone = _distill(students[i:i + 1] if False else jax.tree.map(lambda a, i=i: a[i:i + 1],
-                                                                      students),
-                         teacher, dcfg, keys[i:i + 1], labels=y)
+        one = jax.tree.map(lambda a, i=i: a[i:i + 1], students)
+        alone = _distill(one, teacher, dcfg, keys[i:i + 1], labels=y)
         for a, b in zip(together.device.state.weights, alone.device.state.weights, strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6)
 
