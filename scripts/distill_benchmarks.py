@@ -211,8 +211,10 @@ def main() -> None:
     log("one-to-many", row)
 
     part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))
+    # the same number of learning steps as on the whole set: epochs scale with 1 / fraction
     small = _distill(teacher, rram, n, part, dataclasses.replace(
-        cfg, batch_size=min(cfg.batch_size, part.shape[0])), dcfg, s + 200)
+        cfg, batch_size=min(cfg.batch_size, part.shape[0]),
+        epochs=round(cfg.epochs * x.shape[0] / part.shape[0])), dcfg, s + 200)
     log("fraction", {"fraction": args.fraction, "transfer_images": int(part.shape[0]),
                      **_report(t_scores, _scores(small, xt, cfg, s + 7), yt, t, ds.n_classes)})
 
