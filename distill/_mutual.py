@@ -22,11 +22,12 @@ def others_mean(beliefs: Array) -> Array:
 
 def _mutual_epoch(states: ff.FFState, shared: ff.FFState, x: Array, x_shards: Array,
                   y_shards: Array, key: Array, cfg: ff.FFConfig, dcfg: DistillConfig,
-                  exchange_every: int, bench: ff.Bench) -> tuple[ff.FFState, ff.FFState,
-                                                                  dict[str, Array]]:
+                  exchange_every: int, bench: ff.Bench, distil: bool = True
+                  ) -> tuple[ff.FFState, ff.FFState, dict[str, Array]]:
     p = x_shards.shape[0]
     scfg = student_config(cfg, dcfg)
     spe = ff.steps_per_epoch(x.shape[0], scfg)
+    horizon = 2 * spe  # two learner steps per step: the lr schedule counts both
     shard_spe = ff.steps_per_epoch(x_shards.shape[1], scfg)
     k_order, k_shard, k_belief, k_steps = jax.random.split(key, 4)
     order = jax.random.permutation(k_order, x.shape[0])[: spe * scfg.batch_size]
@@ -48,24 +49,26 @@ def _mutual_epoch(states: ff.FFState, shared: ff.FFState, x: Array, x_shards: Ar
                 snap, bkeys)
         targets = others_mean(beliefs)
         keys = jax.random.split(jax.random.fold_in(k_steps, step), 2 * p).reshape(2, p)
-        st, m = jax.vmap(lambda s, q, k: ff.train_step(s, xb, q, k, scfg, spe, bench))(
-            st, targets, keys[0])
+        if distil:
+            st, _ = jax.vmap(lambda s, q, k: ff.train_step(s, xb, q, k, scfg, horizon, bench))(
+                st, targets, keys[0])
         # and each device learns its own labelled shard (codistillation)
         j = step % shard_spe
         sidx = jax.lax.dynamic_slice_in_dim(shard_orders, j * scfg.batch_size,
                                             scfg.batch_size, axis=1)
         xs = jnp.take_along_axis(x_shards, sidx[..., None], axis=1)
         ys = jnp.take_along_axis(y_shards, sidx, axis=1)
-        st, _ = jax.vmap(lambda s, xx, yy, k: ff.train_step(s, xx, yy, k, scfg, spe, bench))(
-            st, xs, ys, keys[1])
-        return (st, snap), m
+        st, m_own = jax.vmap(lambda s, xx, yy, k: ff.train_step(s, xx, yy, k, scfg, horizon,
+                                                                bench))(st, xs, ys, keys[1])
+        agree = jnp.mean(jnp.argmax(beliefs, -1) == jnp.argmax(targets, -1), axis=-1)
+        return (st, snap), {**m_own, "agreement_with_others": agree}
 
     (states, shared), metrics = jax.lax.scan(body, (states, shared), (order, jnp.arange(spe)))
     return states, shared, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
 mutual_epoch = jax.jit(_mutual_epoch, static_argnames=("cfg", "dcfg", "exchange_every",
-                                                        "bench"))
+                                                        "bench", "distil"))
 mutual_epoch.__doc__ = """One epoch of mutual distillation / codistillation in a population.
 
 states: stacked learner states of P devices; shared: the beliefs' source, a stale copy of the
@@ -73,4 +76,6 @@ states (start with ``shared = states``; it is refreshed every ``exchange_every``
 returned for the next epoch). x ``(N, D)``: unlabelled images every device sees; x_shards
 ``(P, M, D)`` and y_shards ``(P, M)``: each device's own labelled shard. Every step, each device
 learns the others' averaged soft beliefs (at ``dcfg.temperature``) on a shared minibatch, then a
-minibatch of its own labels. Devices only ever ``measure`` each other."""
+minibatch of its own labels. ``distil=False`` gives burn-in epochs on the shards alone (Anil et
+al. start codistilling only once the models have learned something). Devices only ever
+``measure`` each other. Metrics: those of the shard step, and ``agreement_with_others``."""

@@ -175,10 +175,11 @@ def main() -> None:
         pop = devices.spawn(rram, n, jax.random.key(s + 700))
         st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
         shared = st
+        burn_in = cfg.epochs // 4  # shards alone first, then codistillation (Anil et al.)
         for e in range(cfg.epochs):
             st, shared, _ = distill.mutual_epoch(
                 st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e), cfg=cfg,
-                dcfg=dcfg, exchange_every=10, bench=ff.BENCH)
+                dcfg=dcfg, exchange_every=10, bench=ff.BENCH, distil=e >= burn_in)
         mutual_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(st, xt, cfg, s + 14)]
         alone = _train_ff(rram, 1, x[:shard], y[:shard], cfg, s + 702)  # one shard, no sharing
         alone_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(alone, xt, cfg, s + 15)]
@@ -187,6 +188,7 @@ def main() -> None:
         log("mutual", {"device_error": mutual_err, "mean_device_error": float(np.mean(
             mutual_err)), "shard_only_error": alone_err, "mean_shard_only_error": float(
             np.mean(alone_err)), "all_labels_error": full_err, "exchange_every": 10,
+            "burn_in_epochs": burn_in,
             "shard_size": int(shard)})
         print(f"mutual: device error {100 * np.mean(mutual_err):.2f}% (shard alone "
               f"{100 * np.mean(alone_err):.2f}%, one device on all labels {100 * full_err:.2f}%)")

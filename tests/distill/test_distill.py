@@ -259,3 +259,9 @@ def test_mutual_epoch_shares_stale_beliefs_and_learns_shards() -> None:
                                         jax.random.key(1), cfg=CFG, dcfg=dcfg,
                                         exchange_every=1000, bench=ff.BENCH)
     assert _tree_equal(frozen, states)
+    # burn-in: only the shard steps
+    burned, _, m = distill.mutual_epoch(states, states, x, x_shards, y_shards, jax.random.key(1),
+                                        cfg=CFG, dcfg=dcfg, exchange_every=3, bench=ff.BENCH,
+                                        distil=False)
+    assert int(burned.step[0]) == steps
+    assert m["agreement_with_others"].shape == (3,)
