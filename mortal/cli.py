@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,309 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# runs: demo, spawn, train, distill, eval
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_DEMO = Path("runs") / "demo.h5"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="a TOML config file (see 'mortal config')")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set train.lr=0.02")
+    p.add_argument("--seed", type=int, help="the run's seed (same as --set run.seed=S)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -> None:
+    _add_config_args(p)
+    p.add_argument("-o", "--out", default=str(default_out) if default_out else None,
+                   metavar="RUN.h5", help="the run file to write"
+                   + (f" (default {default_out})" if default_out else ""))
+    p.add_argument("--resume", metavar="RUN.h5",
+                   help="continue a killed or interrupted run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run file")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _config_from(args: argparse.Namespace, forced: Sequence[str] = ()) -> Any:
+    from mortal.config import load_config
+
+    return load_config(args.config, [*args.sets, *forced], args.seed)
+
+
+def _given_config(args: argparse.Namespace) -> bool:
+    return bool(args.config or args.sets or args.seed is not None)
+
+
+def _output_path(args: argparse.Namespace) -> Path:
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise UserError("--resume continues the file it names; drop -o/--out")
+        p = Path(args.resume)
+        if not p.is_file():
+            raise UserError(f"cannot resume {p}: no such file")
+        return p
+    if not args.out:
+        raise UserError("name the run file to write with -o RUN.h5")
+    p = Path(args.out)
+    if p.suffix not in (".h5", ".hdf5"):
+        raise UserError(f"run files end in .h5; got {p}")
+    if p.exists() and not args.force:
+        raise UserError(f"{p} exists; choose another path, pass --force to overwrite it, or "
+                        f"--resume {p} to continue it")
+    if p.is_dir():
+        raise UserError(f"{p} is a directory; name a file")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path:
+    from mortal import cli_jobs
+
+    path = _output_path(args)
+    if args.resume:
+        from mortal import runs
+
+        requested = _config_from(args, forced) if _given_config(args) else None
+        cfg = cli_jobs.check_resume_config(path, requested)
+        if runs.status(path) == "complete":
+            print(f"{path} is already complete; nothing to resume")
+            return path
+    else:
+        cfg = _config_from(args, forced)
+    reporter = cli_jobs.Reporter(progress=True, quiet=args.quiet)
+    what = "resuming" if args.resume else "writing"
+    print(f"{what} {path} (seed {cfg.run.seed}; phases {', '.join(cfg.run.phases)})")
+    try:
+        cli_jobs.run_job(cfg, path, command_line=_command_line(), reporter=reporter,
+                         force=args.force, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; {path} keeps its completed epochs: continue with "
+                        f"'mortal {args.command} --resume {path}'") from None
+    return path
+
+
+def _command_line() -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in ["mortal", *sys.argv[1:]])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    path = _execute(args, [] if args.resume else ["run.phases=[\"train\"]"])
+    print(run_table(path))
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    forced: list[str] = []
+    if not args.resume:
+        if not args.teacher:
+            raise UserError("name the trained run to distil from with --teacher RUN.h5")
+        teacher = Path(args.teacher)
+        if not teacher.is_file():
+            raise UserError(f"teacher run {teacher} does not exist")
+        forced = ["run.phases=[\"distill\"]", f"distill.teacher_run={json.dumps(str(teacher))}",
+                  f"distill.teacher={json.dumps(str(args.device))}"]
+        from mortal import runs
+
+        info = runs.population_info(teacher, "train")
+        widths = info["recipe"]["widths"]
+        if not any(s.startswith("device.widths") for s in args.sets):
+            forced.append(f"device.widths={list(widths)}")
+    path = _execute(args, forced)
+    print(run_table(path))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    path = _execute(args, [])
+    png = path.with_suffix(".png")
+    from mortal.plots import plot_run
+
+    plot_run(path, png)
+    print(run_table(path))
+    print(f"\nwrote {path} and {png} in {time.perf_counter() - t0:.0f} s; "
+          f"'mortal show {path}' summarises it")
+    return 0
+
+
+def _cmd_spawn(args: argparse.Namespace) -> int:
+    from mortal import cli_jobs
+    from mortal.runlog import RunWriter
+
+    path = _output_path(args)
+    cfg = _config_from(args, ["run.phases=[\"train\"]"])
+    job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
+    with RunWriter.create(path, attributes=job.attributes(_command_line()),
+                          populations=job.plans(), force=args.force) as w:
+        w.set_status("spawned")
+    pop = jax_population(job)
+    print(population_table(pop))
+    print(f"\nwrote {path}: {cfg.device.population} '{cfg.device.preset}' devices, not trained; "
+          f"train them with 'mortal train --resume {path}'")
+    return 0
+
+
+def jax_population(job: Any) -> devices.Device:
+    return job.populations["train"]["state"].device
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mortal import cli_jobs, runs
+
+    cfg = cli_jobs.check_resume_config(args.run, None)
+    pops = runs.populations(args.run)
+    pop = args.population or pops[-1]
+    if pop not in pops:
+        raise UserError(f"{args.run} has no population {pop!r}; it has {', '.join(pops)}")
+    info = runs.population_info(args.run, pop)
+    if args.device is not None and not 0 <= args.device < info["size"]:
+        raise UserError(f"--device {args.device} is out of range: population {pop!r} has "
+                        f"devices 0..{info['size'] - 1}")
+    if info["epochs_done"] == 0:
+        raise UserError(f"population {pop!r} of {args.run} has no completed epoch to evaluate")
+    job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
+    role = "train" if pop == "train" else "students"
+    epoch, leaves = runs.checkpoint(args.run, pop)
+    state = cli_jobs.restore(job.populations[role]["template"], leaves)
+    ds = job.ds
+    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
+    import jax
+
+    r = cli_jobs._eval(state, x, y, jax.random.key(args.seed), job.populations[role]["cfg"])
+    rows = [[pop, i, epoch, 100 * float(r["goodness_error"][i]),
+             100 * float(r["softmax_error"][i])] for i in range(info["size"])
+            if args.device is None or i == args.device]
+    print(f"{args.run}: population {pop!r} at its epoch-{epoch} checkpoint, {args.split} set "
+          f"({len(y)} images)")
+    print(format_table(["population", "device", "epoch", "goodness err %", "softmax err %"],
+                       rows))
+    med = np.median(r["goodness_error"]) * 100
+    print(f"median goodness error {med:.2f}%")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# reading runs: show, plot, export, config
+# ---------------------------------------------------------------------------------------------
+
+
+def _status_line(status: str, path: Path) -> str:
+    from mortal.runlog import is_locked
+
+    if status == "running":
+        if is_locked(path):
+            return "running (being written now)"
+        return f"INCOMPLETE: killed or interrupted; continue with --resume {path}"
+    if status == "spawned":
+        return f"spawned, not trained; 'mortal train --resume {path}' trains it"
+    return status
+
+
+def run_table(path: Path) -> str:
+    """The final per-device table of a run: accuracy, and agreement for students."""
+    import numpy as np
+
+    from mortal import runs
+
+    rows = []
+    for name in runs.populations(path):
+        info = runs.population_info(path, name)
+        m = runs.metrics(path, name)
+        fin = runs.final(path, name)
+        val = m.get("val_goodness_error")
+        last_val = None
+        if val is not None and len(val):
+            finite = [r for r in val if np.isfinite(r).all()]
+            last_val = finite[-1] if finite else None
+        for i in range(info["size"]):
+            def pct(a: Any, i: int = i) -> Any:
+                return "-" if a is None or not np.isfinite(a[i]) else 100 * float(a[i])
+
+            rows.append([name, i, info["recipe_name"],
+                         f"{info['epochs_done']}/{info['planned_epochs']}", pct(last_val),
+                         pct(fin.get("test_goodness_error")), pct(fin.get("test_softmax_error")),
+                         pct(fin.get("test_agreement"))])
+    return format_table(["population", "device", "recipe", "epochs", "val err %",
+                         "test err %", "softmax err %", "agreement %"], rows)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from mortal import runs
+
+    path = Path(args.run)
+    s = runs.summary(path)
+    a = s["attributes"]
+    print(f"{path}")
+    print(f"  status        {_status_line(s['status'], path)}")
+    print(f"  schema        {a['format']} v{a['schema_version']}, mortal {a['mortal_version']} "
+          f"({a['source_revision']})")
+    print(f"  created       {a['created']} on {a['host'].get('hostname')} "
+          f"({a['host'].get('jax_backend')})")
+    print(f"  command       {a['command_line']}")
+    print(f"  seed          {a['seed']}")
+    for name, p in s["populations"].items():
+        wall = p["metrics"]["wall_time"]
+        took = f", {wall[-1]:.0f} s" if len(wall) else ""
+        print(f"  population {name!r}: {p['size']} × {p['recipe_name']} "
+              f"{'-'.join(map(str, p['recipe']['widths']))}, epochs {p['epochs_done']}/"
+              f"{p['planned_epochs']}{took}")
+        names = [k for k in p["metrics"] if k not in ("epoch", "step", "wall_time")]
+        print(f"    metrics     {', '.join(names)}")
+    if s["lineage"]:
+        r = s["lineage"][0]
+        print(f"  lineage       {len(s['lineage'])} edges: {r['teacher']} → students "
+              f"(generation {r['generation']}, T = {r['temperature']}, {r['transfer_set']})")
+    print()
+    print(run_table(path))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from mortal import runs
+    from mortal.plots import plot_run
+
+    path = Path(args.run)
+    runs.attributes(path)  # a clear error for a file that is not a run
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; choose another path with -o or pass --force")
+    if not out.parent.exists():
+        raise UserError(f"directory {out.parent} does not exist; create it first")
+    plot_run(path, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mortal.export import export_csv
+
+    out = Path(args.csv)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} exists and is not empty; choose another folder or pass --force")
+    written = export_csv(args.run, out)
+    print(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from mortal import runs
+    from mortal.config import load_config, to_toml
+
+    if args.run:
+        if _given_config(args):
+            raise UserError("--from prints a run's stored config; drop --config/--set/--seed")
+        print(runs.config_text(args.run), end="")
+        return 0
+    print(to_toml(load_config(args.config, args.sets, args.seed)), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -163,7 +468,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=0, help="layer to plot (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("demo", help="the main job: train 8 rram devices on the embedded digits, "
+                       "distil the best into 8 fresh ones (runs/demo.h5 + PNG)")
+    _add_run_args(p, DEFAULT_DEMO)
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("spawn", help="fabricate a population into a run file (no training)")
+    _add_run_args(p)
+    p.set_defaults(func=_cmd_spawn)
+    p = sub.add_parser("train", help="train a population in place with Forward-Forward")
+    _add_run_args(p)
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("distill", help="distil a trained device into fresh students")
+    _add_run_args(p)
+    p.add_argument("--teacher", metavar="RUN.h5", help="a run file with a trained population")
+    p.add_argument("--device", default="best",
+                   help="the teacher: a device index or 'best' (lowest validation error)")
+    p.set_defaults(func=_cmd_distill)
+    p = sub.add_parser("eval", help="evaluate a run's devices (newest checkpoint)")
+    p.add_argument("run", metavar="RUN.h5")
+    p.add_argument("--population", help="train or students (default: the last one)")
+    p.add_argument("--device", type=int, help="only this device")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--seed", type=int, default=0, help="read-noise seed (default 0)")
+    p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("show", help="summarise a run file (works on a live run)")
+    p.add_argument("run", metavar="RUN.h5")
+    p.set_defaults(func=_cmd_show)
+    p = sub.add_parser("plot", help="draw a run's figures into one PNG")
+    p.add_argument("run", metavar="RUN.h5")
+    p.add_argument("-o", "--out", metavar="PNG", help="default: RUN.png beside the run file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    p.set_defaults(func=_cmd_plot)
+    p = sub.add_parser("export", help="write a run's records as CSV files")
+    p.add_argument("run", metavar="RUN.h5")
+    p.add_argument("--csv", required=True, metavar="DIR", help="folder for the CSV files")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("config", help="print the resolved config (defaults ← file ← --set)")
+    _add_config_args(p)
+    p.add_argument("--from", dest="run", metavar="RUN.h5", help="print a run file's config")
+    p.set_defaults(func=_cmd_config)
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mortal.cli_jobs import JobError
+    from mortal.config import ConfigError
+    from mortal.data import DataError
+    from mortal.runlog import RunLockedError, RunWriteError
+    from mortal.runs import RunFileError
+
+    return (UserError, devices.SpecError, ConfigError, DataError, JobError, RunFileError,
+            RunLockedError, RunWriteError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,12 +531,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         return int(args.func(args))
-    except (UserError, devices.SpecError) as exc:
-        print(f"mortal: error: {exc}", file=sys.stderr)
+    except _user_errors() as exc:
+        message = str(exc).strip().replace("\n", " ")
+        print(f"mortal: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mortal: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

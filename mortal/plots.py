@@ -65,3 +65,118 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def _save(fig: object, path: str | os.PathLike[str]) -> Path:
+    plt = _pyplot()
+    out = Path(path)
+    tmp = out.with_name(out.name + ".part")
+    fig.savefig(tmp, format="png")  # type: ignore[attr-defined]
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """One PNG summarising a run file (read with ``mortal.runs`` only; live files work).
+
+    Panels: population learning curves (median validation error and the min–max spread, per
+    population); final test error of every device (the teacher marked); distillation fidelity
+    (test top-1 agreement of every student with its teacher, per generation); neuron transfer
+    curves (layer 0) of the first devices of each population against the nominal curve.
+    """
+    from mortal import runs
+
+    plt = _pyplot()
+    pops = runs.populations(run)
+    lineage = runs.lineage(run)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=110)
+    colors = {"train": "tab:blue", "students": "tab:orange"}
+    # 1. learning curves
+    ax = axes[0, 0]
+    for name in pops:
+        m = runs.metrics(run, name)
+        err = m.get("val_goodness_error")
+        if err is None or not len(err):
+            continue
+        ok = np.isfinite(err).all(axis=1)
+        ep, e = m["epoch"][ok], 100 * err[ok]
+        c = colors.get(name)
+        ax.plot(ep, np.median(e, axis=1), color=c, lw=2, label=f"{name}: median")
+        ax.fill_between(ep, e.min(axis=1), e.max(axis=1), color=c, alpha=0.25,
+                        label=f"{name}: min–max over {e.shape[1]} devices")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error % (goodness readout)")
+    ax.set_yscale("log")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    # 2. final error per device
+    ax = axes[0, 1]
+    x0 = 0
+    teacher = lineage[0]["teacher"] if lineage else ""
+    for name in pops:
+        fin = runs.final(run, name).get("test_goodness_error")
+        if fin is None:
+            continue
+        idx = np.arange(len(fin)) + x0
+        bars = ax.bar(idx, 100 * np.nan_to_num(fin, nan=0.0), color=colors.get(name),
+                      label=name)
+        for i, b in enumerate(bars):
+            if teacher == f"{name}/{i}":
+                b.set_edgecolor("black")
+                b.set_linewidth(2)
+                ax.annotate("teacher", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+        x0 += len(fin) + 1
+    ax.set_xticks([])
+    ax.set_xlabel("device")
+    ax.set_ylabel("test error %")
+    ax.set_title("final test error per device")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    # 3. fidelity per student and generation
+    ax = axes[1, 0]
+    if "students" in pops:
+        fin = runs.final(run, "students")
+        agree = 100 * np.nan_to_num(fin.get("test_agreement", np.array([])), nan=0.0)
+        gens = [r["generation"] for r in lineage] or [1] * len(agree)
+        for g in sorted(set(gens)):
+            sel = [i for i, gg in enumerate(gens) if gg == g and i < len(agree)]
+            ax.bar(sel, agree[sel], label=f"generation {g}")
+        ax.set_ylim(max(0.0, float(agree.min()) - 10) if len(agree) else 0, 100)
+        ax.legend(fontsize=8)
+        ax.set_title(f"distillation fidelity (T = {lineage[0]['temperature']})"
+                     if lineage else "distillation fidelity")
+    else:
+        ax.text(0.5, 0.5, "no distillation in this run", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_title("distillation fidelity")
+    ax.set_xlabel("student")
+    ax.set_ylabel("test top-1 agreement with teacher %")
+    ax.grid(alpha=0.3, axis="y")
+    # 4. transfer curves
+    ax = axes[1, 1]
+    i = jnp.linspace(-1.0, 3.0, 120)
+    spec = None
+    for name in pops:
+        info = runs.population_info(run, name)
+        for d in range(min(3, info["size"])):
+            dev = runs.load_device(run, d, name)
+            spec = dev.spec
+            curves = np.asarray(devices.transfer_curves(dev, 0, i))
+            for j in range(min(8, curves.shape[0])):
+                ax.plot(i, curves[j], color=colors.get(name), alpha=0.3, lw=0.7,
+                        label=f"{name} devices 0–2" if d == 0 and j == 0 else None)
+    if spec is not None:
+        ax.plot(i, np.asarray(devices.nominal_curve(spec, 0, i)), color="black", lw=2,
+                label=f"nominal {spec.layer(0).neuron.family}")
+    ax.set_xlabel("crossbar output current (normalised units)")
+    ax.set_ylabel("neuron output")
+    ax.set_title("layer-0 neuron transfer curves")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    status = runs.status(run)
+    fig.suptitle(f"{Path(run).name}  ({status})", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)

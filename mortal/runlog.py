@@ -1,0 +1,402 @@
+"""Writing run files (HDF5): append-only, flushed every epoch, safe against a kill at any instant.
+
+How a run file survives a crash (schema in ``docs/log-format.md``):
+
+* The skeleton (attributes, every dataset) is written to ``RUN.h5.part`` and renamed into place,
+  so a run killed while starting leaves no file that looks like a run.
+* The writer then appends in HDF5's single-writer / multiple-reader (SWMR) mode: HDF5 orders its
+  metadata writes so that the file is consistent at every instant, for live readers and after a
+  kill (``mortal show`` reads a live file).
+* An epoch is committed by appending its number to ``populations/<name>/epochs`` *after* its
+  metrics and its checkpoint are flushed; readers take that length as the number of completed
+  epochs. Checkpoints alternate between two slots, so a torn one never replaces the last good one.
+* ``resume`` copies the committed part into a fresh file (dropping anything uncommitted) and
+  renames it over the old one, then appends again.
+* One writer at a time: the writer holds an exclusive lock on ``RUN.h5.lock`` (``flock``; the
+  kernel releases it when the process dies, however it dies).
+
+A full disk or any other write failure raises ``RunWriteError``; the file keeps its completed
+epochs and can be resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mortal.runs import FORMAT, SCHEMA_VERSION, RunFileError, leaf_name
+
+_STATUS_DTYPE = "S200"
+_LINEAGE_DTYPE = "S2000"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing this run file."""
+
+
+class RunWriteError(RuntimeError):
+    """Writing the run file failed (full disk, I/O error); completed epochs are kept."""
+
+
+@dataclass(frozen=True)
+class PopulationPlan:
+    """What a run file must hold for one population, known when the run starts.
+
+    ``role``: ``train`` or ``students``; ``recipe``: ``DeviceSpec.to_dict()``; ``fab_keys``:
+    ``(P, 2)`` uint32 key data of each device's fab key (``key_impl`` names the PRNG);
+    ``planned_epochs``; ``metrics``: names of the per-epoch ``(P,)`` metrics; ``final``: names of
+    the end-of-phase ``(P,)`` results; ``checkpoint``: leaf name → example array ``(P, ...)``.
+    """
+
+    role: str
+    recipe: Mapping[str, Any]
+    fab_keys: np.ndarray
+    key_impl: str
+    planned_epochs: int
+    metrics: tuple[str, ...]
+    final: tuple[str, ...]
+    checkpoint: Mapping[str, np.ndarray]
+
+    @property
+    def size(self) -> int:
+        return int(self.fab_keys.shape[0])
+
+
+def flatten_tree(prefix: str, tree: Any) -> dict[str, np.ndarray]:
+    """A pytree's leaves as ``{dotted key path: numpy array}`` (checkpoint dataset names)."""
+    import jax
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {leaf_name((prefix,), p): np.asarray(v) for p, v in flat}
+
+
+def unflatten_tree(prefix: str, template: Any, leaves: Mapping[str, np.ndarray]) -> Any:
+    """The pytree ``template`` with its leaves replaced by ``leaves`` (from ``flatten_tree``)."""
+    import jax
+    import jax.numpy as jnp
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for p, v in flat:
+        name = leaf_name((prefix,), p)
+        if name not in leaves:
+            raise RunFileError(f"checkpoint lacks {name!r}: the run file was written by an "
+                               "incompatible learner")
+        a = leaves[name]
+        if a.shape != np.shape(v) or a.dtype != np.asarray(v).dtype:
+            raise RunFileError(f"checkpoint leaf {name!r} has shape {a.shape} {a.dtype}, the "
+                               f"learner expects {np.shape(v)} {np.asarray(v).dtype}")
+        out.append(jnp.asarray(a))
+    return jax.tree.unflatten(treedef, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the single-writer lock
+# ---------------------------------------------------------------------------------------------
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def acquire_lock(path: str | os.PathLike[str]) -> int:
+    """Take the writer lock of ``path`` (non-blocking); returns the lock's file descriptor.
+    Raises ``RunLockedError`` if another process holds it."""
+    lp = _lock_path(Path(path))
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunLockedError(f"{path} is being written by another process (pid {holder}); "
+                             "wait for it to finish, or write to another file") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def release_lock(path: str | os.PathLike[str], fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(_lock_path(Path(path)))
+    os.close(fd)
+
+
+def is_locked(path: str | os.PathLike[str]) -> bool:
+    """Whether some process is writing ``path`` now."""
+    lp = _lock_path(Path(path))
+    if not lp.exists():
+        return False
+    try:
+        fd = os.open(lp, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer
+# ---------------------------------------------------------------------------------------------
+
+
+def _extendable(g: h5py.Group, name: str, dtype: Any, row: tuple[int, ...] = ()) -> None:
+    chunk_rows = max(1, min(256, 65536 // max(1, int(np.prod(row, dtype=np.int64)))))
+    g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
+                     chunks=(chunk_rows, *row))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class RunWriter:
+    """Appends epochs to a run file. Create with ``create`` or ``resume``; use as a context
+    manager (``finish`` marks the run complete; leaving by an exception leaves it resumable)."""
+
+    def __init__(self, path: Path, lock_fd: int) -> None:
+        self.path = path
+        self._lock = lock_fd
+        self._broken = False
+        self._f = h5py.File(path, "r+", libver="latest", locking=False)
+        self._f.swmr_mode = True
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, attributes: Mapping[str, Any],
+               populations: Mapping[str, PopulationPlan], force: bool = False) -> RunWriter:
+        """A new run file with every dataset in place (written as ``.part``, then renamed).
+
+        ``attributes``: root attributes (strings, numbers; dicts are stored as JSON).
+        Raises ``FileExistsError`` if ``path`` exists and not ``force``; ``RunLockedError`` if
+        another process writes it.
+        """
+        p = Path(path)
+        if p.exists() and not force:
+            raise FileExistsError(f"{p} exists; choose another path, pass --force to "
+                                  "overwrite it, or --resume it")
+        fd = acquire_lock(p)
+        try:
+            part = p.with_name(p.name + ".part")
+            with h5py.File(part, "w", libver="latest", locking=False) as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["created"] = _now()
+                for k, v in attributes.items():
+                    f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
+                f.create_dataset("status", data=np.bytes_("running"), dtype=_STATUS_DTYPE)
+                _extendable(f, "lineage", _LINEAGE_DTYPE)
+                pops = f.create_group("populations")
+                for name, plan in populations.items():
+                    _create_population(pops.create_group(name), plan)
+            os.replace(part, p)
+            return cls(p, fd)
+        except BaseException:
+            release_lock(p, fd)
+            raise
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str]) -> RunWriter:
+        """Continue a run file: its committed epochs are kept, anything after them dropped."""
+        p = Path(path)
+        fd = acquire_lock(p)
+        try:
+            part = p.with_name(p.name + ".part")
+            from mortal.runs import open_run
+
+            with open_run(p) as src, h5py.File(part, "w", libver="latest",
+                                               locking=False) as dst:
+                for k, v in src.attrs.items():
+                    dst.attrs[k] = v
+                for k in src:
+                    src.copy(src[k], dst, k)
+                for g in dst["populations"].values():
+                    n = int(src["populations"][g.name.split("/")[-1]]["epochs"].shape[0])
+                    for ds in (g["epochs"], g["steps"], g["wall_time"], *g["metrics"].values()):
+                        ds.resize(n, axis=0)
+                    ck = g["checkpoint"]["epoch"]
+                    ck[...] = np.where(ck[()] > n, -1, ck[()])
+                dst["status"][()] = np.bytes_("running")
+            os.replace(part, p)
+            return cls(p, fd)
+        except BaseException:
+            release_lock(p, fd)
+            raise
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def _guard(self, what: str, fn: Any) -> Any:
+        if self._broken:
+            raise RunWriteError(f"{self.path}: an earlier write failed; resume the run")
+        try:
+            return fn()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._broken = True
+            reason = str(exc).splitlines()[0]
+            for marker in ("error message = '", "errno"):
+                if marker in str(exc):
+                    reason = str(exc).split(marker, 1)[1].split("'")[0].strip(" =,") or reason
+            raise RunWriteError(f"could not write {what} to {self.path} ({reason}); the file "
+                                f"keeps its completed epochs: free space, then resume with "
+                                f"--resume {self.path}") from None
+
+    def epochs_done(self, name: str) -> int:
+        return int(self._f["populations"][name]["epochs"].shape[0])
+
+    def checkpoint(self, name: str) -> tuple[int, dict[str, np.ndarray]]:
+        """The newest committed checkpoint of population ``name``: (epoch, leaves)."""
+        g = self._f["populations"][name]
+        n = self.epochs_done(name)
+        epochs = g["checkpoint"]["epoch"][()]
+        usable = [(int(e), s) for s, e in enumerate(epochs) if 0 <= e <= n]
+        if not usable:
+            raise RunFileError(f"{self.path}: population {name!r} has no checkpoint to resume "
+                               "from")
+        epoch, slot = max(usable)
+        return epoch, {k: v[()] for k, v in g["checkpoint"][f"slot{slot}"].items()}
+
+    def last_wall_time(self, name: str) -> float:
+        ds = self._f["populations"][name]["wall_time"]
+        return float(ds[-1]) if ds.shape[0] else 0.0
+
+    def write_checkpoint(self, name: str, epoch: int, leaves: Mapping[str, np.ndarray]) -> None:
+        """Write a checkpoint for ``epoch`` into the slot not holding the newest one."""
+
+        def do() -> None:
+            g = self._f["populations"][name]["checkpoint"]
+            epochs = g["epoch"][()]
+            slot = int(np.argmin(epochs))  # the older (or empty) slot
+            target = g[f"slot{slot}"]
+            for k, v in leaves.items():
+                target[k][...] = v
+            self._f.flush()
+            g["epoch"][slot] = epoch
+            self._f.flush()
+
+        self._guard(f"the epoch-{epoch} checkpoint of {name!r}", do)
+
+    def append_epoch(self, name: str, epoch: int, step: int, wall_time: float,
+                     metrics: Mapping[str, np.ndarray],
+                     checkpoint: Mapping[str, np.ndarray] | None = None) -> None:
+        """Commit one epoch: metric rows ``(P,)`` (missing ones NaN), then the optional
+        checkpoint, then the epoch number (the commit record); flushed at each stage."""
+
+        def rows() -> None:
+            g = self._f["populations"][name]
+            n = g["epochs"].shape[0]
+            for ds, value in ((g["steps"], step), (g["wall_time"], wall_time)):
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
+            for k, ds in g["metrics"].items():
+                ds.resize(n + 1, axis=0)
+                ds[n] = np.asarray(metrics[k], np.float32) if k in metrics else np.nan
+            self._f.flush()
+
+        self._guard(f"epoch {epoch} of {name!r}", rows)
+        if checkpoint is not None:
+            self.write_checkpoint(name, epoch, checkpoint)
+
+        def commit() -> None:
+            g = self._f["populations"][name]["epochs"]
+            n = g.shape[0]
+            g.resize(n + 1, axis=0)
+            g[n] = epoch
+            self._f.flush()
+
+        self._guard(f"epoch {epoch} of {name!r}", commit)
+
+    def write_final(self, name: str, results: Mapping[str, np.ndarray]) -> None:
+        def do() -> None:
+            g = self._f["populations"][name]["final"]
+            for k, v in results.items():
+                g[k][...] = np.asarray(v, np.float32)
+            self._f.flush()
+
+        self._guard(f"final results of {name!r}", do)
+
+    def lineage(self) -> list[dict[str, Any]]:
+        return [json.loads(r.decode()) for r in self._f["lineage"][()]]
+
+    def add_lineage(self, rows: list[dict[str, Any]]) -> None:
+        def do() -> None:
+            ds = self._f["lineage"]
+            n = ds.shape[0]
+            ds.resize(n + len(rows), axis=0)
+            for i, r in enumerate(rows):
+                text = json.dumps(r)
+                if len(text) > 2000:
+                    raise ValueError("lineage record longer than 2000 bytes")
+                ds[n + i] = np.bytes_(text)
+            self._f.flush()
+
+        self._guard("the lineage", do)
+
+    def set_status(self, text: str) -> None:
+        def do() -> None:
+            self._f["status"][()] = np.bytes_(text[:200])
+            self._f.flush()
+
+        self._guard("the status", do)
+
+    def finish(self) -> None:
+        """Mark the run complete."""
+        self.set_status("complete")
+
+    def close(self) -> None:
+        if self._f is not None:
+            if not self._broken:
+                self._f.close()
+            else:  # a failed write: closing would try to flush again; the flushed part stays
+                with contextlib.suppress(Exception):
+                    self._f.close()
+            self._f = None  # type: ignore[assignment]
+        if self._lock is not None:
+            release_lock(self.path, self._lock)
+            self._lock = None  # type: ignore[assignment]
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _create_population(g: h5py.Group, plan: PopulationPlan) -> None:
+    p = plan.size
+    g.attrs["role"] = plan.role
+    g.attrs["size"] = p
+    g.attrs["recipe"] = json.dumps(dict(plan.recipe))
+    g.attrs["key_impl"] = plan.key_impl
+    g.attrs["planned_epochs"] = plan.planned_epochs
+    g.create_dataset("fab_keys", data=np.asarray(plan.fab_keys, np.uint32))
+    _extendable(g, "epochs", np.int64)
+    _extendable(g, "steps", np.int64)
+    _extendable(g, "wall_time", np.float64)
+    m = g.create_group("metrics")
+    for k in plan.metrics:
+        _extendable(m, k, np.float32, (p,))
+    fin = g.create_group("final")
+    for k in plan.final:
+        fin.create_dataset(k, data=np.full((p,), np.nan, np.float32))
+    ck = g.create_group("checkpoint")
+    ck.create_dataset("epoch", data=np.array([-1, -1], np.int64))
+    for s in (0, 1):
+        slot = ck.create_group(f"slot{s}")
+        for k, v in plan.checkpoint.items():
+            slot.create_dataset(k, shape=v.shape, dtype=v.dtype)

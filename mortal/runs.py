@@ -1,0 +1,237 @@
+"""Reading run files (HDF5): plain dicts and numpy arrays, no objects of the writing code.
+
+Schema: ``docs/log-format.md``. Every reader opens the file in HDF5's single-writer /
+multiple-reader (SWMR) read mode, so a file that is being written, or whose writer was killed,
+reads as its last completed epoch. Only ``load_device`` needs the ``devices`` package (to rebuild
+an instance from its recipe and fab key).
+
+    info = runs.summary("runs/demo.h5")            # dict: attributes, status, populations
+    m = runs.metrics("runs/demo.h5", "train")      # dict of arrays: epoch, wall_time, (E, P)...
+    dev = runs.load_device("runs/demo.h5", 3)      # the identical device 3, as fabricated
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "mortal-run"
+SCHEMA_VERSION = 1
+
+
+class RunFileError(ValueError):
+    """The file is missing, not a run file, from a newer schema, or lacks what was asked."""
+
+
+@contextmanager
+def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+    """Open a run file for reading (SWMR: works on live and killed runs); checks format and
+    schema version."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunFileError(f"{p} does not exist")
+    try:
+        f = h5py.File(p, "r", libver="latest", swmr=True, locking=False)
+    except OSError as exc:
+        raise RunFileError(f"{p} is not an HDF5 run file ({_short(exc)})") from None
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise RunFileError(f"{p} is an HDF5 file but not a mortal run file (no "
+                               f"format='{FORMAT}' attribute)")
+        version = int(f.attrs.get("schema_version", -1))
+        if version > SCHEMA_VERSION:
+            raise RunFileError(f"{p} has run-file schema {version}, newer than this mortal "
+                               f"reads ({SCHEMA_VERSION}); upgrade mortal")
+        if version < 1:
+            raise RunFileError(f"{p} has no valid schema_version attribute")
+        yield f
+    finally:
+        f.close()
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:160]
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _committed(group: h5py.Group) -> int:
+    ds = group["epochs"]
+    ds.refresh()
+    return int(ds.shape[0])
+
+
+def _read(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
+    ds.refresh()
+    return np.asarray(ds[:n] if n is not None else ds[()])
+
+
+def attributes(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Root attributes as plain Python values (JSON-valued ones decoded)."""
+    with open_run(path) as f:
+        out: dict[str, Any] = {}
+        for k, v in f.attrs.items():
+            v = _str(v) if isinstance(v, bytes | str) else v.item() if hasattr(v, "item") else v
+            if k in ("library_versions", "host", "seeds") and isinstance(v, str):
+                v = json.loads(v)
+            out[k] = v
+        return out
+
+
+def status(path: str | os.PathLike[str]) -> str:
+    """``running`` (being written, or killed: resume it), ``complete`` or ``failed: ...``."""
+    with open_run(path) as f:
+        return _status(f)
+
+
+def _status(f: h5py.File) -> str:
+    ds = f["status"]
+    ds.refresh()
+    return _str(ds[()]).strip()
+
+
+def config_text(path: str | os.PathLike[str]) -> str:
+    """The resolved configuration, as TOML text."""
+    return str(attributes(path)["config"])
+
+
+def config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The resolved configuration as a dict of sections."""
+    return tomllib.loads(config_text(path))
+
+
+def populations(path: str | os.PathLike[str]) -> list[str]:
+    with open_run(path) as f:
+        names = list(f["populations"])
+    order = {"train": 0, "students": 1}
+    return sorted(names, key=lambda n: (order.get(n, 2), n))
+
+
+def _population(f: h5py.File, name: str) -> h5py.Group:
+    if name not in f["populations"]:
+        raise RunFileError(f"{f.filename} has no population {name!r}; it has "
+                           f"{', '.join(f['populations']) or 'none'}")
+    return f["populations"][name]
+
+
+def population_info(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """Size, role, recipe (dict), fab keys ``(P, 2)`` uint32, planned and completed epochs."""
+    with open_run(path) as f:
+        g = _population(f, name)
+        return {"name": name, "role": _str(g.attrs["role"]), "size": int(g.attrs["size"]),
+                "recipe": json.loads(_str(g.attrs["recipe"])),
+                "recipe_name": json.loads(_str(g.attrs["recipe"])).get("name", ""),
+                "planned_epochs": int(g.attrs["planned_epochs"]),
+                "epochs_done": _committed(g), "fab_keys": _read(g["fab_keys"]),
+                "key_impl": _str(g.attrs["key_impl"])}
+
+
+def metrics(path: str | os.PathLike[str], name: str) -> dict[str, np.ndarray]:
+    """Per-epoch records of a population: ``epoch``, ``step``, ``wall_time`` ``(E,)`` and every
+    metric ``(E, P)`` (NaN where not measured), for the E completed epochs."""
+    with open_run(path) as f:
+        g = _population(f, name)
+        n = _committed(g)
+        out = {"epoch": _read(g["epochs"], n), "step": _read(g["steps"], n),
+               "wall_time": _read(g["wall_time"], n)}
+        for k in g["metrics"]:
+            out[k] = _read(g["metrics"][k], n)
+        return out
+
+
+def final(path: str | os.PathLike[str], name: str) -> dict[str, np.ndarray]:
+    """End-of-phase measurements ``(P,)`` (test error, agreement ...); NaN until the phase ends."""
+    with open_run(path) as f:
+        g = _population(f, name)
+        return {k: _read(g["final"][k]) for k in g["final"]}
+
+
+def checkpoint(path: str | os.PathLike[str], name: str) -> tuple[int, dict[str, np.ndarray]]:
+    """The newest completed checkpoint of a population: (epoch, leaf name → array ``(P, ...)``).
+    Epoch 0 is the state before learning."""
+    with open_run(path) as f:
+        g = _population(f, name)
+        epoch, slot = _newest_checkpoint(g)
+        return epoch, {k: _read(v) for k, v in g["checkpoint"][f"slot{slot}"].items()}
+
+
+def _newest_checkpoint(g: h5py.Group) -> tuple[int, int]:
+    n = _committed(g)
+    epochs = _read(g["checkpoint"]["epoch"])
+    usable = [(int(e), s) for s, e in enumerate(epochs) if 0 <= e <= n]
+    if not usable:
+        raise RunFileError(f"{g.file.filename}: population {g.name.split('/')[-1]!r} has no "
+                           "completed checkpoint")
+    return max(usable)
+
+
+def lineage(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Distillation edges: teacher, student, transfer set, generation, temperature, ..."""
+    with open_run(path) as f:
+        return [json.loads(_str(r)) for r in _read(f["lineage"])]
+
+
+def summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything ``mortal show`` prints, as plain data."""
+    out = {"path": str(path), "attributes": attributes(path), "status": status(path),
+           "lineage": lineage(path), "populations": {}}
+    for name in populations(path):
+        info = population_info(path, name)
+        info.pop("fab_keys")
+        info["metrics"] = metrics(path, name)
+        info["final"] = final(path, name)
+        out["populations"][name] = info
+    return out
+
+
+def load_device(path: str | os.PathLike[str], index: int, population: str = "train",
+                state: str = "fab") -> Any:
+    """Rebuild device ``index`` of a population: ``state="fab"`` gives the instance exactly as
+    fabricated (bit-identical), ``"checkpoint"`` the same instance with the synapse state of the
+    newest checkpoint."""
+    import jax
+
+    import devices
+
+    info = population_info(path, population)
+    if not 0 <= index < info["size"]:
+        raise RunFileError(f"device index {index} is out of range: population {population!r} "
+                           f"of {path} has devices 0..{info['size'] - 1}")
+    if state not in ("fab", "checkpoint"):
+        raise ValueError(f"state must be 'fab' or 'checkpoint', got {state!r}")
+    spec = devices.DeviceSpec.from_dict(info["recipe"])
+    key = jax.random.wrap_key_data(np.asarray(info["fab_keys"][index]), impl=info["key_impl"])
+    device = devices.fabricate(spec, key)
+    if state == "fab":
+        return device
+    _, leaves = checkpoint(path, population)
+    template = device.state
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    arrays = [leaves[leaf_name(("device_state",), p)][index] for p, _ in flat]
+    import dataclasses
+
+    return dataclasses.replace(device, state=jax.tree.unflatten(
+        treedef, [jax.numpy.asarray(a) for a in arrays]))
+
+
+def leaf_name(prefix: tuple[str, ...], path: tuple[Any, ...]) -> str:
+    """The dataset name of a pytree leaf in a checkpoint: its key path joined by dots."""
+    parts = list(prefix)
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
