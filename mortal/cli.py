@@ -157,13 +157,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -> None:
     _add_config_args(p)
-    p.add_argument("-o", "--out", default=str(default_out) if default_out else None,
-                   metavar="RUN.h5", help="the run file to write"
+    p.add_argument("-o", "--out", metavar="RUN.h5", help="the run file to write"
                    + (f" (default {default_out})" if default_out else ""))
     p.add_argument("--resume", metavar="RUN.h5",
                    help="continue a killed or interrupted run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run file")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(default_out=default_out)
 
 
 def _config_from(args: argparse.Namespace, forced: Sequence[str] = ()) -> Any:
@@ -184,9 +184,9 @@ def _output_path(args: argparse.Namespace) -> Path:
         if not p.is_file():
             raise UserError(f"cannot resume {p}: no such file")
         return p
-    if not args.out:
+    if not args.out and not args.default_out:
         raise UserError("name the run file to write with -o RUN.h5")
-    p = Path(args.out)
+    p = Path(args.out or args.default_out)
     if p.suffix not in (".h5", ".hdf5"):
         raise UserError(f"run files end in .h5; got {p}")
     if p.exists() and not args.force:
@@ -200,12 +200,21 @@ def _output_path(args: argparse.Namespace) -> Path:
 
 def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path:
     from mortal import cli_jobs
+    from mortal.runlog import is_locked
 
     path = _output_path(args)
+    if path.exists() and is_locked(path):
+        raise UserError(f"{path} is being written by another process; wait for it to finish, "
+                        "or write to another file")
     if args.resume:
         from mortal import runs
 
-        requested = _config_from(args, forced) if _given_config(args) else None
+        requested = None
+        if _given_config(args):  # changes on top of the stored config must change nothing
+            from mortal.config import load_config
+
+            requested = load_config(args.config, [*args.sets, *forced], args.seed,
+                                    text=runs.config_text(path))
         cfg = cli_jobs.check_resume_config(path, requested)
         if runs.status(path) == "complete":
             print(f"{path} is already complete; nothing to resume")
@@ -534,6 +543,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as exc:
         message = str(exc).strip().replace("\n", " ")
         print(f"mortal: error: {message}", file=sys.stderr)
+        if argv is None and type(exc).__name__ == "RunWriteError":
+            # a run file that failed mid-write must not be touched again (see mortal.runlog):
+            # leave without the interpreter's clean-up, which would close it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            import os
+
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("mortal: interrupted", file=sys.stderr)

@@ -365,6 +365,8 @@ class Job:
     def execute(self, writer: RunWriter) -> None:
         if "train" in self.cfg.run.phases:
             self._phase(writer, "train")
+            if np.isnan(runs_final(writer, "train")).all():
+                self._final(writer, "train", None)
         if "distill" in self.cfg.run.phases:
             self._distill(writer)
         writer.finish()
@@ -477,10 +479,6 @@ class Job:
         return load_teacher(d.teacher_run, d.teacher, self.cfg)
 
     def _distill(self, writer: RunWriter) -> None:
-        if "train" in self.cfg.run.phases:
-            self._restore(writer, "train")
-            if np.isnan(runs_final(writer, "train")).all():
-                self._final(writer, "train", None)
         teacher, name, _ = self._teacher(writer)
         tcfg = self.populations["students"]["cfg"]
         key = jax.random.fold_in(self.root, 40)

@@ -10,8 +10,8 @@ How a run file survives a crash (schema in ``docs/log-format.md``):
 * An epoch is committed by appending its number to ``populations/<name>/epochs`` *after* its
   metrics and its checkpoint are flushed; readers take that length as the number of completed
   epochs. Checkpoints alternate between two slots, so a torn one never replaces the last good one.
-* ``resume`` copies the committed part into a fresh file (dropping anything uncommitted) and
-  renames it over the old one, then appends again.
+* ``resume`` copies the committed part up to the newest checkpoint into a fresh file (dropping
+  anything after it) and renames it over the old one, then appends again.
 * One writer at a time: the writer holds an exclusive lock on ``RUN.h5.lock`` (``flock``; the
   kernel releases it when the process dies, however it dies).
 
@@ -26,6 +26,7 @@ import datetime
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,39 @@ def is_locked(path: str | os.PathLike[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+class _HeldStderr:
+    def __init__(self) -> None:
+        self.text = b""
+        self.ok = False
+
+    def release(self) -> None:
+        self.ok = True
+
+
+@contextlib.contextmanager
+def _stderr_held_back() -> Any:
+    """Hold back what is written to file descriptor 2 (HDF5's and h5py's own reports of a failed
+    write, which the one-line error replaces); pass it on if ``release`` was called."""
+    import tempfile
+
+    held = _HeldStderr()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if held.ok:
+                tmp.seek(0)
+                text = tmp.read()
+                if text:
+                    os.write(2, text)
+
+
 def _extendable(g: h5py.Group, name: str, dtype: Any, row: tuple[int, ...] = ()) -> None:
     chunk_rows = max(1, min(256, 65536 // max(1, int(np.prod(row, dtype=np.int64)))))
     g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
@@ -227,11 +261,13 @@ class RunWriter:
                 for k in src:
                     src.copy(src[k], dst, k)
                 for g in dst["populations"].values():
-                    n = int(src["populations"][g.name.split("/")[-1]]["epochs"].shape[0])
+                    committed = int(g["epochs"].shape[0])
+                    ck = g["checkpoint"]["epoch"]
+                    ck[...] = np.where(ck[()] > committed, -1, ck[()])
+                    # continue from the newest checkpoint: epochs after it are recomputed
+                    n = int(max(0, ck[()].max()))
                     for ds in (g["epochs"], g["steps"], g["wall_time"], *g["metrics"].values()):
                         ds.resize(n, axis=0)
-                    ck = g["checkpoint"]["epoch"]
-                    ck[...] = np.where(ck[()] > n, -1, ck[()])
                 dst["status"][()] = np.bytes_("running")
             os.replace(part, p)
             return cls(p, fd)
@@ -242,19 +278,34 @@ class RunWriter:
     # -- appending ---------------------------------------------------------------------------
 
     def _guard(self, what: str, fn: Any) -> Any:
+        """Run ``fn`` (HDF5 writes); turn any failure into ``RunWriteError``. HDF5 also reports
+        failed writes while releasing objects (h5py can only print those), so they are caught
+        through ``sys.unraisablehook`` for the duration of the call."""
         if self._broken:
             raise RunWriteError(f"{self.path}: an earlier write failed; resume the run")
+        released: list[BaseException] = []
+        previous = sys.unraisablehook
+        sys.unraisablehook = lambda u: released.append(u.exc_value or RuntimeError(u.err_msg))
         try:
-            return fn()
+            with _stderr_held_back() as held:
+                result = fn()
+                if released:
+                    raise released[0]
+                held.release()  # all went well: let through what was printed
+            return result
         except (OSError, RuntimeError, ValueError) as exc:
             self._broken = True
-            reason = str(exc).splitlines()[0]
-            for marker in ("error message = '", "errno"):
-                if marker in str(exc):
-                    reason = str(exc).split(marker, 1)[1].split("'")[0].strip(" =,") or reason
+            # keep the failed call's HDF5 objects alive: releasing them makes HDF5 write again
+            self._failure = exc
+            text = str(exc)
+            reason = text.splitlines()[0][:120]
+            if "error message = '" in text:  # HDF5's report of the failed system call
+                reason = text.split("error message = '", 1)[1].split("'")[0]
             raise RunWriteError(f"could not write {what} to {self.path} ({reason}); the file "
                                 f"keeps its completed epochs: free space, then resume with "
                                 f"--resume {self.path}") from None
+        finally:
+            sys.unraisablehook = previous
 
     def epochs_done(self, name: str) -> int:
         return int(self._f["populations"][name]["epochs"].shape[0])
@@ -359,13 +410,12 @@ class RunWriter:
         self.set_status("complete")
 
     def close(self) -> None:
-        if self._f is not None:
-            if not self._broken:
-                self._f.close()
-            else:  # a failed write: closing would try to flush again; the flushed part stays
-                with contextlib.suppress(Exception):
-                    self._f.close()
+        if self._f is not None and not self._broken:
+            self._f.close()
             self._f = None  # type: ignore[assignment]
+        # after a failed write the file is left open: closing it would make HDF5 write again
+        # into a file it can no longer extend. The command line exits at once (os._exit), which
+        # leaves the file as it was at the last successful flush.
         if self._lock is not None:
             release_lock(self.path, self._lock)
             self._lock = None  # type: ignore[assignment]

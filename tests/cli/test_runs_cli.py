@@ -1,0 +1,306 @@
+"""End to end: the mortal command line writing, resuming, reading and refusing run files.
+
+The runs are tiny (2 devices of 74-16-16 on 600 digits) but go through the real commands in
+subprocesses, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mortal import runs
+from mortal.cli import main
+from mortal.runlog import acquire_lock, release_lock
+
+TINY = ["--set", "data.train_limit=600", "--set", "data.eval_limit=100",
+        "--set", "device.widths=[74,16,16]", "--set", "device.population=2",
+        "--set", "train.epochs=6", "--set", "train.readout_from=0",
+        "--set", "distill.epochs=4", "--set", "distill.students=2", "--seed", "3"]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
+def _mortal(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mortal", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    p = _mortal(*args, **kw)
+    out, err = p.communicate(timeout=600)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _content(path: Path) -> dict[str, np.ndarray]:
+    """Everything a run computes (not wall times, dates or the command line)."""
+    out: dict[str, np.ndarray] = {}
+    for name in runs.populations(path):
+        for k, v in runs.metrics(path, name).items():
+            if k != "wall_time":
+                out[f"{name}/metrics/{k}"] = v
+        for k, v in runs.final(path, name).items():
+            out[f"{name}/final/{k}"] = v
+        epoch, leaves = runs.checkpoint(path, name)
+        out[f"{name}/checkpoint_epoch"] = np.array(epoch)
+        out.update({f"{name}/checkpoint/{k}": v for k, v in leaves.items()})
+        out[f"{name}/fab_keys"] = runs.population_info(path, name)["fab_keys"]
+    out["lineage"] = np.array([str(r) for r in runs.lineage(path)])
+    return out
+
+
+def _assert_identical(a: Path, b: Path) -> None:
+    ca, cb = _content(a), _content(b)
+    assert sorted(ca) == sorted(cb)
+    for k in ca:
+        assert ca[k].dtype == cb[k].dtype and ca[k].shape == cb[k].shape, k
+        nan_ok = np.issubdtype(ca[k].dtype, np.floating)
+        assert np.array_equal(ca[k], cb[k], equal_nan=nan_ok), f"{k} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted tiny demo run (train, then distil the best device into 2 students)."""
+    path = tmp_path_factory.mktemp("ref") / "ref.h5"
+    r = _run("demo", "-o", str(path), *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "agreement" in r.stdout and path.with_suffix(".png").stat().st_size > 10_000
+    return path
+
+
+def test_a_run_records_what_it_did(reference: Path) -> None:
+    s = runs.summary(reference)
+    assert s["status"] == "complete"
+    a = s["attributes"]
+    for key in ("mortal_version", "source_revision", "library_versions", "host",
+                "command_line", "created", "config", "seed"):
+        assert key in a, key
+    assert a["seed"] == 3 and "jax" in a["library_versions"]
+    assert "demo" in a["command_line"]
+    cfg = runs.config(reference)
+    assert cfg["device"]["population"] == 2 and cfg["run"]["seed"] == 3
+    train, students = s["populations"]["train"], s["populations"]["students"]
+    assert train["epochs_done"] == 6 and students["epochs_done"] == 4
+    assert train["metrics"]["val_goodness_error"].shape == (6, 2)
+    assert np.isfinite(students["final"]["test_agreement"]).all()
+    lineage = s["lineage"]
+    assert len(lineage) == 2 and {r["student"] for r in lineage} == {"students/0", "students/1"}
+    assert lineage[0]["temperature"] == 20.0 and lineage[0]["generation"] == 1
+    assert lineage[0]["teacher"].startswith("train/")
+
+
+def test_load_device_rebuilds_the_identical_instance(reference: Path) -> None:
+    import jax
+
+    import devices
+    from mortal import cli_jobs
+    from mortal.config import load_config
+
+    cfg = load_config(text=runs.config_text(reference))
+    keys = cli_jobs.fab_keys(cfg, "train", 2)
+    spec = cli_jobs.device_spec(cfg, "train")
+    for i in range(2):
+        rebuilt = runs.load_device(reference, i)
+        fresh = devices.fabricate(spec, keys[i])
+        assert rebuilt.spec == fresh.spec
+        for a, b in zip(jax.tree.leaves(rebuilt), jax.tree.leaves(fresh), strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    trained = runs.load_device(reference, 1, state="checkpoint")
+    assert not np.array_equal(np.asarray(trained.state.weights[0]),
+                              np.asarray(runs.load_device(reference, 1).state.weights[0]))
+    with pytest.raises(runs.RunFileError, match="out of range"):
+        runs.load_device(reference, 2)
+
+
+def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Kill the writer at a random moment after its first epoch, read the live and the killed
+    file, refuse a second writer, then resume: the result equals the uninterrupted run."""
+    path = tmp_path / "killed.h5"
+    proc = _mortal("demo", "-o", str(path), *TINY)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if runs.population_info(path, "train")["epochs_done"] >= 1:
+                break
+        except runs.RunFileError:
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    # a live file: show and export work, a second writer is refused
+    assert main(["show", str(path)]) == 0
+    assert "being written now" in capsys.readouterr().out
+    assert main(["export", str(path), "--csv", str(tmp_path / "live_csv")]) == 0
+    assert (tmp_path / "live_csv" / "train_metrics.csv").read_text().count("\n") >= 3
+    assert main(["demo", "--resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another process" in err and err.count("\n") == 1
+    delay = random.uniform(0.0, 4.0)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = {n: runs.population_info(path, n)["epochs_done"] for n in runs.populations(path)}
+    if runs.status(path) != "complete":  # the usual case; else the kill came after the end
+        assert main(["show", str(path)]) == 0
+        assert "INCOMPLETE" in capsys.readouterr().out, (delay, done)
+    r = _run("demo", "--resume", str(path))
+    assert r.returncode == 0, (delay, done, r.stderr)
+    assert runs.status(path) == "complete"
+    _assert_identical(reference, path)
+
+
+def test_show_plot_export_on_a_finished_file(reference: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out and "agreement %" in out and "students" in out
+    png = tmp_path / "r.png"
+    assert main(["plot", str(reference), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert main(["export", str(reference), "--csv", str(tmp_path / "csv")]) == 0
+    rows = (tmp_path / "csv" / "students_metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * 2 and rows[0].startswith("epoch,step,wall_time_s,device")
+    assert "temperature" in (tmp_path / "csv" / "lineage.csv").read_text()
+    assert main(["eval", str(reference), "--population", "train"]) == 0
+    assert "goodness err %" in capsys.readouterr().out
+    assert main(["config", "--from", str(reference)]) == 0
+    assert "seed = 3" in capsys.readouterr().out
+
+
+def test_distill_from_a_trained_run_file(reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    r = _run("distill", "--teacher", str(reference), "--device", "0", "-o", str(out),
+             "--set", "distill.epochs=2", "--set", "distill.students=2",
+             "--set", "data.train_limit=600", "--set", "data.eval_limit=100",
+             "--set", "train.readout_from=0", "--set", "distill.transfer=fraction",
+             "--set", "distill.fraction=0.5")
+    assert r.returncode == 0, r.stderr
+    lineage = runs.lineage(out)
+    assert lineage[0]["teacher"] == f"{reference}:train/0"
+    assert "50.0% of digits" in lineage[0]["transfer_set"]
+    assert runs.populations(out) == ["students"]
+
+
+def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mortal: error: "), r.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_full_disk_keeps_completed_epochs(tmp_path: Path) -> None:
+    """A file-size limit stands in for a full disk: the run stops with one line, the file keeps
+    its completed epochs and resumes once there is room."""
+    small = tmp_path / "one.h5"
+    assert main(["train", "-o", str(small), *TINY, "--set", "train.epochs=1", "--quiet"]) == 0
+    limit = small.stat().st_size + 2048
+
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    path = tmp_path / "full.h5"
+    r = _run("train", "-o", str(path), *TINY, preexec_fn=cap)
+    _one_line_error(r, "could not write")
+    assert "--resume" in r.stderr
+    done = runs.population_info(path, "train")["epochs_done"]
+    assert 1 <= done < 6 and runs.status(path) == "running"
+    assert len(runs.metrics(path, "train")["epoch"]) == done
+    r = _run("train", "--resume", str(path))
+    assert r.returncode == 0, r.stderr
+    assert runs.population_info(path, "train")["epochs_done"] == 6
+
+
+def test_bad_input_subprocess_one_line(tmp_path: Path) -> None:
+    _one_line_error(_run("train", "-o", str(tmp_path / "x.h5"), "--set", "train.lrr=1"),
+                    "did you mean 'train.lr'?")
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.fixture
+def finished(tmp_path: Path) -> Path:
+    path = tmp_path / "small.h5"
+    assert main(["train", "-o", str(path), *TINY, "--set", "train.epochs=1", "--quiet"]) == 0
+    return path
+
+
+def _err(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mortal: error: ") and needle in err, err
+
+
+def test_bad_input_cases(finished: Path, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "new.h5")
+    # config keys and values
+    _err(capsys, ["train", "-o", out, "--set", "device.presett=pcm"],
+         "did you mean 'device.preset'?")
+    _err(capsys, ["train", "-o", out, "--set", "device.preset=pcmm"], "unknown device preset")
+    _err(capsys, ["train", "-o", out, "--set", "train.batch_size=-3"], "batch_size")
+    bad_toml = tmp_path / "c.toml"
+    bad_toml.write_text("[train]\nlr = \n")
+    _err(capsys, ["train", "-o", out, "--config", str(bad_toml)], "not valid TOML")
+    # missing and corrupt data files
+    _err(capsys, ["train", "-o", out, "--set", "data.dataset=mnist",
+                  "--set", f"data.data_dir={tmp_path / 'nowhere'}"], "nowhere")
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "mnist").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (corrupt / "mnist" / name).write_bytes(b"\x1f\x8b garbage")
+        (corrupt / name).write_bytes(b"\x1f\x8b garbage")
+    _err(capsys, ["train", "-o", out, "--set", "data.dataset=mnist",
+                  "--set", f"data.data_dir={corrupt}"], "MD5")
+    # NaN / Inf in data
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{s}": rng.uniform(0, 1, (40, 64)).astype(np.float32)
+              for s in ("train", "val", "test")}
+    arrays.update({f"y_{s}": rng.integers(0, 10, 40) for s in ("train", "val", "test")})
+    arrays["x_val"][3, 5] = np.nan
+    npz = tmp_path / "nan.npz"
+    np.savez(npz, **arrays)
+    _err(capsys, ["train", "-o", out, "--set", f"data.dataset=\"npz:{npz}\""], "NaN")
+    assert not Path(out).exists()  # nothing left behind that looks like a run
+    # files that are not run files, or from a newer schema
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    _err(capsys, ["show", str(text)], "not an HDF5 run file")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    _err(capsys, ["plot", str(foreign), "-o", str(tmp_path / "p.png")], "not a mortal run file")
+    _err(capsys, ["export", str(foreign), "--csv", str(tmp_path / "e")], "not a mortal run")
+    newer = tmp_path / "newer.h5"
+    newer.write_bytes(finished.read_bytes())
+    with h5py.File(newer, "r+") as f:
+        f.attrs["schema_version"] = runs.SCHEMA_VERSION + 1
+    _err(capsys, ["show", str(newer)], "newer than this mortal reads")
+    _err(capsys, ["train", "--resume", str(newer)], "newer than this mortal reads")
+    # out-of-range device index
+    _err(capsys, ["eval", str(finished), "--device", "7"], "out of range")
+    _err(capsys, ["distill", "--teacher", str(finished), "--device", "5", "-o", out,
+                  "--set", "data.train_limit=600"], "out of range")
+    # resume with a different config
+    _err(capsys, ["train", "--resume", str(finished), "--set", "train.lr=0.5"],
+         "different config (train.lr differ)")
+    # an output path that exists, unless --force
+    _err(capsys, ["train", "-o", str(finished), *TINY], "exists")
+    _err(capsys, ["plot", str(finished), "-o", str(finished)], "exists")
+    # a second writer
+    fd = acquire_lock(finished)
+    try:
+        _err(capsys, ["train", "--resume", str(finished)], "being written by another process")
+        _err(capsys, ["train", "-o", str(finished), "--force", *TINY], "another process")
+    finally:
+        release_lock(finished, fd)
