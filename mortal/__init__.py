@@ -1,7 +1,8 @@
 """mortal: learning in place on sealed analog devices, and the lab around it.
 
-This release provides the command line (``mortal devices``) and plots of device physics; the
-Forward-Forward learner, data, run files and the demo arrive with their issues.
+Modules: ``ff`` (Forward-Forward learning in place), ``data`` (datasets), ``config`` (TOML run
+configuration), ``runs`` (reading run files), ``runlog`` (writing them), ``plots``, ``export``,
+``cli`` (the ``mortal`` command; ``mortal demo`` is the main job).
 """
 
 __version__ = "0.1.0"
