@@ -20,6 +20,7 @@ from ._topology import (
     chain,
     copy_weights,
     distill_epoch,
+    distill_epoch_fn,
     lineage_record,
     student_config,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "chain",
     "copy_weights",
     "distill_epoch",
+    "distill_epoch_fn",
     "ensemble_probabilities",
     "fidelity",
     "fit_class_bias",

@@ -53,7 +53,7 @@ def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
 
 def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels: Array | None,
                    key: Array, student_keys: Array, cfg: ff.FFConfig, dcfg: DistillConfig,
-                   student_bench: ff.Bench, teacher_bench: ff.Bench
+                   student_bench: ff.Bench, teacher_bench: ff.Bench, vectorize: bool = True
                    ) -> tuple[ff.FFState, dict[str, Array]]:
     scfg = student_config(cfg, dcfg)
     n = x.shape[0]
@@ -70,15 +70,22 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
                                    bench=teacher_bench)
         yb = None if labels is None else labels[idx]
         keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(student_keys)
-        return jax.vmap(lambda s, k: ff.train_step(s, xb, q, k, scfg, spe, student_bench, yb))(
-            st, keys)
+
+        def one(s: ff.FFState, k: Array) -> tuple[ff.FFState, dict[str, Array]]:
+            return ff.train_step(s, xb, q, k, scfg, spe, student_bench, yb)
+
+        if vectorize:
+            return jax.vmap(one)(st, keys)
+        return jax.lax.map(lambda a: one(*a), (st, keys))
 
     students, metrics = jax.lax.scan(body, students, (order, jnp.arange(spe)))
     return students, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
+distill_epoch_fn = _distill_epoch  # the same epoch un-jitted, to compose into other programs
+
 distill_epoch = jax.jit(_distill_epoch, static_argnames=("cfg", "dcfg", "student_bench",
-                                                          "teacher_bench"))
+                                                          "teacher_bench", "vectorize"))
 distill_epoch.__doc__ = """One epoch of students learning in place from teachers' soft targets.
 
 students: stacked learner states (S students, built with ``ff.init_population`` and
@@ -86,7 +93,10 @@ students: stacked learner states (S students, built with ``ff.init_population`` 
 an ensemble whose probabilities are averaged). x ``(N, D)``: the transfer set; labels ``(N,)`` or
 None. key: shared (minibatch order, teacher read noise); student_keys ``(S,)``: each student's
 own. Every step measures the teachers on the minibatch the students learn from (no stale cache).
-The teachers are only ever measured (``teacher_bench.measure``)."""
+The teachers are only ever measured (``teacher_bench.measure``). ``vectorize``: students
+step together (``vmap``, the default) or one after the other (``lax.map``: every student's
+arithmetic is then the same whatever the population's size, which makes results independent of
+how a population is split over accelerators)."""
 
 
 def copy_weights(teacher: ff.FFState, student_device: devices.Device, *, key: Array

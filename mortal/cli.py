@@ -163,6 +163,15 @@ def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -
                    help="continue a killed or interrupted run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run file")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--mesh", type=int, metavar="N",
+                   help="split the population over N accelerators (default: as many of the "
+                   "visible ones as divide it evenly)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (jax.distributed; coordinator, process count "
+                   "and id from the flags below, MORTAL_* variables, or Slurm / Open MPI)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed")
+    p.add_argument("--num-processes", type=int, metavar="N", help="with --distributed")
+    p.add_argument("--process-id", type=int, metavar="I", help="with --distributed")
     p.set_defaults(default_out=default_out)
 
 
@@ -198,10 +207,18 @@ def _output_path(args: argparse.Namespace) -> Path:
     return p
 
 
-def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path:
-    from mortal import cli_jobs
+def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
+    from mortal import cli_jobs, parallel
     from mortal.runlog import is_locked
 
+    if args.distributed:
+        try:
+            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"could not join the distributed run ({str(exc).splitlines()[0]}); "
+                            "check --coordinator, --num-processes and --process-id") from None
+    if not parallel.is_writer():  # process 0 owns the file and the checks on it
+        return _execute_follower(args, forced)
     path = _output_path(args)
     if path.exists() and is_locked(path):
         raise UserError(f"{path} is being written by another process; wait for it to finish, "
@@ -222,15 +239,46 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path:
     else:
         cfg = _config_from(args, forced)
     reporter = cli_jobs.Reporter(progress=True, quiet=args.quiet)
+    mesh = _mesh(cfg, args)
     what = "resuming" if args.resume else "writing"
-    print(f"{what} {path} (seed {cfg.run.seed}; phases {', '.join(cfg.run.phases)})")
+    where = f"; {mesh.size} accelerators" if mesh is not None else ""
+    print(f"{what} {path} (seed {cfg.run.seed}; phases {', '.join(cfg.run.phases)}{where})")
     try:
         cli_jobs.run_job(cfg, path, command_line=_command_line(), reporter=reporter,
-                         force=args.force, resume=bool(args.resume))
+                         force=args.force, resume=bool(args.resume), mesh=mesh)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; {path} keeps its completed epochs: continue with "
                         f"'mortal {args.command} --resume {path}'") from None
     return path
+
+
+def _mesh(cfg: Any, args: argparse.Namespace) -> Any:
+    from mortal import parallel
+
+    sizes = [cfg.device.population] if "train" in cfg.run.phases else []
+    if "distill" in cfg.run.phases:
+        sizes.append(cfg.distill.students)
+    try:
+        return parallel.population_mesh(math.gcd(*sizes), args.mesh)
+    except parallel.MeshError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _execute_follower(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
+    """A process other than 0 of a distributed run: compute, print and write nothing."""
+    from mortal import cli_jobs, runs
+
+    path = Path(args.resume or args.out or args.default_out)
+    if args.resume:
+        cfg = cli_jobs.check_resume_config(path, None)
+        if runs.status(path) == "complete":
+            return None
+    else:
+        cfg = _config_from(args, forced)
+    cli_jobs.run_job(cfg, path, command_line=_command_line(),
+                     reporter=cli_jobs.Reporter(progress=False, quiet=True),
+                     resume=bool(args.resume), mesh=_mesh(cfg, args))
+    return None
 
 
 def _command_line() -> str:
@@ -241,7 +289,8 @@ def _command_line() -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     path = _execute(args, [] if args.resume else ["run.phases=[\"train\"]"])
-    print(run_table(path))
+    if path is not None:
+        print(run_table(path))
     return 0
 
 
@@ -262,13 +311,16 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         if not any(s.startswith("device.widths") for s in args.sets):
             forced.append(f"device.widths={list(widths)}")
     path = _execute(args, forced)
-    print(run_table(path))
+    if path is not None:
+        print(run_table(path))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     path = _execute(args, [])
+    if path is None:
+        return 0
     png = path.with_suffix(".png")
     from mortal.plots import plot_run
 

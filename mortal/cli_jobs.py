@@ -13,6 +13,7 @@ same numbers as in an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -20,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 
 import devices
 import distill
-from mortal import __version__, ff, runs
+from mortal import __version__, ff, parallel, runs
 from mortal.config import ConfigError, RunConfig, apply_spec_overrides, load_config, to_toml
 from mortal.data import DataError, Dataset
 from mortal.data import load as load_dataset
@@ -226,16 +226,45 @@ def _scores_one(state: ff.FFState, x: jax.Array, key: jax.Array, cfg: ff.FFConfi
     return s.reshape(n_chunks * chunk, -1)[:n]
 
 
-population_scores = jax.jit(jax.vmap(_scores_one, in_axes=(0, None, 0, None, None)),
-                            static_argnames=("cfg", "chunk"))
+@functools.lru_cache(maxsize=16)
+def _scores_program(cfg: ff.FFConfig, chunk: int, mesh: Any) -> Any:
+    def local(states: ff.FFState, x: jax.Array, keys: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda a: _scores_one(a[0], x, a[1], cfg, chunk), (states, keys))
+
+    return parallel.over_population(local, mesh, (True, False, True))
 
 
-def _eval(states: ff.FFState, x: np.ndarray, y: np.ndarray, key: jax.Array, cfg: ff.FFConfig
-          ) -> dict[str, np.ndarray]:
+def population_scores(states: ff.FFState, x: jax.Array, keys: jax.Array, cfg: ff.FFConfig,
+                      chunk: int, mesh: Any = None) -> np.ndarray:
+    """Class scores ``(P, N, C)`` of every device (goodness over all labels; readout logits in
+    unsupervised mode)."""
+    return parallel.to_host(_scores_program(cfg, chunk, mesh)(
+        states, parallel.replicate(jnp.asarray(x), mesh), parallel.shard(keys, mesh)))
+
+
+@functools.lru_cache(maxsize=16)
+def _distill_program(cfg: ff.FFConfig, dcfg: distill.DistillConfig, mesh: Any,
+                     labelled: bool) -> Any:
+    def local(students: ff.FFState, teachers: ff.FFState, x: jax.Array, labels: Any,
+              key: jax.Array, student_keys: jax.Array) -> Any:
+        return distill.distill_epoch_fn(
+            students, teachers, x, labels if labelled else None, key, student_keys, cfg, dcfg,
+            ff.BENCH, ff.BENCH, vectorize=False)
+
+    return parallel.over_population(local, mesh, (True, False, False, False, False, True))
+
+
+def _eval(states: ff.FFState, x: np.ndarray, y: np.ndarray, key: jax.Array, cfg: ff.FFConfig,
+          mesh: Any = None) -> dict[str, np.ndarray]:
     p = int(states.step.shape[0])
-    r = ff.evaluate_population(states, jnp.asarray(x), jnp.asarray(y),
-                               jax.random.split(key, p), cfg, 500, ff.BENCH)
-    return {k: np.asarray(v) for k, v in r.items()}
+    keys = jax.random.split(key, p)
+    if mesh is not None and p % mesh.size:
+        mesh = None  # a single teacher: measured on one accelerator
+    keys = parallel.shard(keys, mesh)
+    r = parallel.evaluate(states, parallel.replicate(jnp.asarray(x), mesh),
+                          parallel.replicate(jnp.asarray(y), mesh), keys, cfg=cfg, chunk=500,
+                          bench=ff.BENCH, mesh=mesh)
+    return parallel.to_host(r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,20 +328,77 @@ def _host() -> dict[str, Any]:
             "jax_devices": [str(d) for d in jax.devices()]}
 
 
-class Job:
-    """One run: build everything from the config, then execute (or continue) its phases."""
+@dataclass
+class Resume:
+    """Where a population stands when a run starts: from scratch, or from a run file."""
 
-    def __init__(self, cfg: RunConfig, reporter: Reporter) -> None:
+    start: int = 0  # epochs already done (the newest checkpoint's epoch)
+    leaves: dict[str, np.ndarray] | None = None  # that checkpoint
+    wall: float = 0.0  # seconds spent in this phase so far
+    final_done: bool = False
+    last_val: np.ndarray | None = None  # newest validation goodness error per device
+
+
+def read_resume(path: str | os.PathLike[str], roles: list[str]
+                ) -> tuple[dict[str, Resume], list[dict[str, Any]]]:
+    """What a resumed run continues from (read before the writer replaces the file)."""
+    out = {}
+    for role in roles:
+        r = Resume()
+        if runs.population_info(path, role)["epochs_done"] > 0:
+            try:
+                r.start, r.leaves = runs.checkpoint(path, role)
+            except runs.RunFileError:
+                r.start = 0
+        if r.start:
+            m = runs.metrics(path, role)
+            r.wall = float(m["wall_time"][r.start - 1])
+            val = [v for v in m["val_goodness_error"][: r.start] if np.isfinite(v).all()]
+            r.last_val = val[-1] if val else None
+            fin = runs.final(path, role)["test_goodness_error"]
+            r.final_done = r.start == runs.population_info(path, role)["planned_epochs"] and (
+                bool(np.isfinite(fin).all()))
+        out[role] = r
+    return out, runs.lineage(path)
+
+
+class NullWriter:
+    """Stands in for the run file on processes other than 0 (they compute, 0 writes)."""
+
+    def append_epoch(self, *a: Any, **k: Any) -> None: ...
+    def write_final(self, *a: Any, **k: Any) -> None: ...
+    def add_lineage(self, *a: Any, **k: Any) -> None: ...
+    def finish(self) -> None: ...
+    def close(self) -> None: ...
+
+    def __enter__(self) -> NullWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Job:
+    """One run: build everything from the config, then execute (or continue) its phases.
+
+    ``mesh``: a ``parallel.population_mesh`` to split the populations over (None: one
+    accelerator). Results do not depend on it.
+    """
+
+    def __init__(self, cfg: RunConfig, reporter: Reporter, mesh: Any = None) -> None:
         self.cfg = cfg
         self.rep = reporter
+        self.mesh = mesh
         self.ds = load_data(cfg)
         self.root = jax.random.key(cfg.run.seed)
         self.populations: dict[str, dict[str, Any]] = {}
+        self.resume: dict[str, Resume] = {}
+        self.lineage_rows: list[dict[str, Any]] = []
+        if "distill" in cfg.run.phases:
+            self.x_transfer, self.y_transfer, self.transfer_text = transfer_set(cfg, self.ds)
         if "train" in cfg.run.phases:
             self._prepare("train", cfg.device.population)
         if "distill" in cfg.run.phases:
             self._prepare("students", cfg.distill.students)
-            self.x_transfer, self.y_transfer, self.transfer_text = transfer_set(cfg, self.ds)
             if ff.steps_per_epoch(self.x_transfer.shape[0], self.populations["students"]["cfg"]
                                   ) == 0:
                 raise JobError(f"the transfer set ({self.x_transfer.shape[0]} images) makes no "
@@ -325,7 +411,7 @@ class Job:
         population = jax.vmap(devices.fabricate, in_axes=(None, 0))(spec, keys)
         if role == "students":
             cfg_init = distill.student_config(cfg, distill_config(self.cfg))
-            n_examples = self._transfer_size()
+            n_examples = self.x_transfer.shape[0]
         else:
             cfg_init, n_examples = cfg, self.ds.x_train.shape[0]
         try:
@@ -333,12 +419,17 @@ class Job:
                                                                                  cfg_init))
         except ValueError as exc:
             raise JobError(str(exc)) from None
-        self.populations[role] = {"spec": spec, "cfg": cfg, "keys": keys, "state": state,
-                                  "template": state}
+        self.populations[role] = {"spec": spec, "cfg": cfg, "keys": keys, "template": state,
+                                  "state": parallel.shard(state, self.mesh)}
+        self.resume[role] = Resume()
 
-    def _transfer_size(self) -> int:
-        x, _, _ = transfer_set(self.cfg, self.ds)
-        return x.shape[0]
+    def load_resume(self, path: str | os.PathLike[str]) -> None:
+        """Continue from a run file: restore each population's newest checkpoint."""
+        self.resume, self.lineage_rows = read_resume(path, list(self.populations))
+        for role, r in self.resume.items():
+            if r.leaves is not None:
+                p = self.populations[role]
+                p["state"] = parallel.shard(restore(p["template"], r.leaves), self.mesh)
 
     def plans(self) -> dict[str, PopulationPlan]:
         out = {}
@@ -350,7 +441,7 @@ class Job:
                 planned_epochs=p["cfg"].epochs,
                 metrics=STUDENT_METRICS if role == "students" else TRAIN_METRICS,
                 final=STUDENT_FINAL if role == "students" else TRAIN_FINAL,
-                checkpoint=_checkpoint_leaves(p["state"]))
+                checkpoint=_checkpoint_leaves(p["template"]))
         return out
 
     def attributes(self, command_line: str) -> dict[str, Any]:
@@ -362,43 +453,34 @@ class Job:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, writer: RunWriter) -> None:
+    def execute(self, writer: Any) -> None:
         if "train" in self.cfg.run.phases:
             self._phase(writer, "train")
-            if np.isnan(runs_final(writer, "train")).all():
+            if not self.resume["train"].final_done:
                 self._final(writer, "train", None)
         if "distill" in self.cfg.run.phases:
             self._distill(writer)
         writer.finish()
 
-    def _restore(self, writer: RunWriter, role: str) -> int:
-        """Load the newest checkpoint into the population's state; returns its epoch."""
-        p = self.populations[role]
-        if writer.epochs_done(role) == 0:
-            return 0
-        epoch, leaves = writer.checkpoint(role)
-        p["state"] = restore(p["template"], leaves)
-        return epoch
-
-    def _phase(self, writer: RunWriter, role: str, teachers: ff.FFState | None = None,
+    def _phase(self, writer: Any, role: str, teachers: ff.FFState | None = None,
                teacher_val: np.ndarray | None = None) -> None:
         p = self.populations[role]
         cfg: ff.FFConfig = p["cfg"]
-        start = self._restore(writer, role)
+        resume = self.resume[role]
+        start = resume.start
         stream = 11 if role == "train" else 12
         learn_key = jax.random.fold_in(self.root, stream)
         eval_key = jax.random.fold_in(self.root, stream + 10)
         n = int(p["keys"].shape[0])
+        rep = parallel.replicate
         if role == "train":
             x, t = jnp.asarray(self.ds.x_train), jnp.asarray(self.ds.y_train)
         else:
             x = jnp.asarray(self.x_transfer)
             t = None if self.y_transfer is None or self.cfg.distill.hard_weight == 0 else (
                 jnp.asarray(self.y_transfer))
-        x_val, y_val = self.ds.x_val, self.ds.y_val
-        if self.cfg.data.eval_limit:
-            x_val, y_val = x_val[: self.cfg.data.eval_limit], y_val[: self.cfg.data.eval_limit]
-        base_wall = writer.last_wall_time(role)
+        x, t, teachers = rep(x, self.mesh), rep(t, self.mesh), rep(teachers, self.mesh)
+        x_val, y_val = self._val()
         t0 = time.perf_counter()
         label = "train" if role == "train" else "distill"
         if start:
@@ -409,29 +491,34 @@ class Job:
                 te = time.perf_counter()
                 if role == "train":
                     keys, order = ff.epoch_keys(learn_key, e, n, cfg)
-                    p["state"], m = ff.population_epoch(p["state"], x, t, keys, order, cfg=cfg,
-                                                        bench=ff.BENCH)
+                    keys, order = parallel.shard((keys, order), self.mesh)
+                    p["state"], m = parallel.population_epoch(
+                        p["state"], x, t, keys, order, cfg=cfg, bench=ff.BENCH, mesh=self.mesh)
                 else:
                     k = jax.random.fold_in(learn_key, e)
-                    p["state"], m = distill.distill_epoch(
-                        p["state"], teachers, x, t, k,
-                        jax.random.split(jax.random.fold_in(k, 1), n), cfg=cfg,
-                        dcfg=distill_config(self.cfg), student_bench=ff.BENCH,
-                        teacher_bench=ff.BENCH)
-                metrics = {k: np.asarray(v) for k, v in m.items()}
+                    skeys = parallel.shard(jax.random.split(jax.random.fold_in(k, 1), n),
+                                           self.mesh)
+                    program = _distill_program(cfg, distill_config(self.cfg), self.mesh,
+                                               t is not None)
+                    labels = t if t is not None else jnp.zeros((), jnp.int32)
+                    p["state"], m = program(p["state"], teachers, x, labels,
+                                            rep(k, self.mesh), skeys)
+                metrics = parallel.to_host(m)
                 last = e + 1 == cfg.epochs
                 if (e + 1) % self.cfg.data.eval_every == 0 or last:
-                    r = _eval(p["state"], x_val, y_val, jax.random.fold_in(eval_key, e), cfg)
+                    r = _eval(p["state"], x_val, y_val, jax.random.fold_in(eval_key, e), cfg,
+                              self.mesh)
                     metrics["val_goodness_error"] = r["goodness_error"]
                     metrics["val_softmax_error"] = r["softmax_error"]
+                    resume.last_val = r["goodness_error"]
                     if teacher_val is not None:
                         metrics["val_agreement"] = np.mean(r["goodness_pred"] == teacher_val,
                                                            axis=-1)
                 ck = None
                 if (e + 1) % self.cfg.run.checkpoint_every == 0 or last:
-                    ck = _checkpoint_leaves(p["state"])
-                step = int(np.asarray(p["state"].step)[0])
-                writer.append_epoch(role, e + 1, step, base_wall + time.perf_counter() - t0,
+                    ck = _checkpoint_leaves(parallel.to_host(p["state"]))
+                step = int(parallel.to_host(p["state"].step)[0])
+                writer.append_epoch(role, e + 1, step, resume.wall + time.perf_counter() - t0,
                                     metrics, ck)
                 bar.update(1)
                 line = (f"{label} epoch {e + 1:>3}/{cfg.epochs}  ff_loss "
@@ -445,55 +532,59 @@ class Job:
         finally:
             bar.close()
 
-    def _final(self, writer: RunWriter, role: str, teacher_scores: np.ndarray | None) -> dict[
-            str, np.ndarray]:
+    def _final(self, writer: Any, role: str, teacher_scores: np.ndarray | None) -> None:
         p = self.populations[role]
         key = jax.random.fold_in(self.root, 31 if role == "train" else 32)
-        r = _eval(p["state"], self.ds.x_test, self.ds.y_test, key, p["cfg"])
+        r = _eval(p["state"], self.ds.x_test, self.ds.y_test, key, p["cfg"], self.mesh)
         out = {"test_goodness_error": r["goodness_error"],
                "test_softmax_error": r["softmax_error"]}
         if teacher_scores is not None:
-            s = np.asarray(population_scores(p["state"], jnp.asarray(self.ds.x_test),
-                                             jax.random.split(key, p["keys"].shape[0]),
-                                             p["cfg"], 500))
+            n = int(p["keys"].shape[0])
+            s = population_scores(p["state"], self.ds.x_test, jax.random.split(key, n),
+                                  p["cfg"], 500, self.mesh)
             temp = self.cfg.distill.temperature
             fid = [distill.fidelity(_softmax(teacher_scores / temp), _softmax(si / temp),
                                     self.ds.y_test, self.ds.n_classes) for si in s]
             out["test_agreement"] = np.array([f["agreement"] for f in fid])
             out["test_kl"] = np.array([f["kl"] for f in fid])
         writer.write_final(role, out)
-        return out
 
-    def _teacher(self, writer: RunWriter) -> tuple[ff.FFState, str, int]:
+    def _teacher(self) -> tuple[ff.FFState, str, int]:
         """The teacher: from this run's trained population, or from a finished run file."""
         d = self.cfg.distill
         if "train" in self.cfg.run.phases:
-            pop = self.populations["train"]["state"]
-            val = runs_metrics_last(writer, "train")
-            idx = int(np.argmin(val)) if d.teacher == "best" else int(d.teacher)
             size = self.cfg.device.population
+            val = self.resume["train"].last_val
+            if d.teacher == "best":
+                if val is None:
+                    raise JobError("no validation error recorded for the trained population")
+                idx = int(np.argmin(val))
+            else:
+                idx = int(d.teacher)
             if idx >= size:
                 raise JobError(f"distill.teacher = {idx} is out of range: the population has "
                                f"devices 0..{size - 1}")
-            return jax.tree.map(lambda a: a[idx: idx + 1], pop), f"train/{idx}", idx
+            pop = parallel.to_host(self.populations["train"]["state"])
+            return jax.tree.map(lambda a: jnp.asarray(a[idx: idx + 1]), pop), f"train/{idx}", idx
         return load_teacher(d.teacher_run, d.teacher, self.cfg)
 
-    def _distill(self, writer: RunWriter) -> None:
-        teacher, name, _ = self._teacher(writer)
+    def _distill(self, writer: Any) -> None:
+        teacher, name, _ = self._teacher()
         tcfg = self.populations["students"]["cfg"]
-        key = jax.random.fold_in(self.root, 40)
-        teacher_val = _eval(teacher, self._val()[0], self._val()[1], key, tcfg)["goodness_pred"]
-        if not writer.lineage():
+        x_val, y_val = self._val()
+        teacher_val = _eval(teacher, x_val, y_val, jax.random.fold_in(self.root, 40),
+                            tcfg)["goodness_pred"]
+        if not self.lineage_rows:
             dcfg = distill_config(self.cfg)
             spec = self.populations["students"]["spec"]
-            writer.add_lineage([
+            self.lineage_rows = [
                 distill.lineage_record(1, name, f"students/{i}", self.transfer_text, dcfg,
                                        self.cfg.run.seed, spec.name, self.cfg.distill.epochs)
-                for i in range(self.cfg.distill.students)])
+                for i in range(self.cfg.distill.students)]
+            writer.add_lineage(self.lineage_rows)
         self._phase(writer, "students", teachers=teacher, teacher_val=teacher_val[0])
-        t_scores = np.asarray(population_scores(
-            teacher, jnp.asarray(self.ds.x_test), jax.random.split(
-                jax.random.fold_in(self.root, 41), 1), tcfg, 500))[0]
+        t_scores = population_scores(teacher, self.ds.x_test, jax.random.split(
+            jax.random.fold_in(self.root, 41), 1), tcfg, 500)[0]
         self._final(writer, "students", t_scores)
 
     def _val(self) -> tuple[np.ndarray, np.ndarray]:
@@ -507,21 +598,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
-
-
-def runs_metrics_last(writer: RunWriter, role: str) -> np.ndarray:
-    """The newest validation goodness error of each device (from the file: identical after a
-    resume)."""
-    ds = writer._f["populations"][role]["metrics"]["val_goodness_error"]
-    vals = ds[()]
-    finite = [r for r in vals if np.isfinite(r).all()]
-    if not finite:
-        raise JobError("no validation error recorded for the trained population")
-    return finite[-1]
-
-
-def runs_final(writer: RunWriter, role: str) -> np.ndarray:
-    return writer._f["populations"][role]["final"]["test_goodness_error"][()]
 
 
 def load_teacher(path: str, which: str, cfg: RunConfig) -> tuple[ff.FFState, str, int]:
@@ -572,12 +648,19 @@ def check_resume_config(path: str | os.PathLike[str], requested: RunConfig | Non
 
 def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
             reporter: Reporter, force: bool = False, resume: bool = False,
-            before_epochs: Callable[[Job], None] | None = None) -> Job:
-    """Create (or resume) the run file at ``path`` and execute the plan."""
-    job = Job(cfg, reporter)
-    if before_epochs is not None:
-        before_epochs(job)
+            mesh: Any = None) -> Job:
+    """Create (or resume) the run file at ``path`` and execute the plan. In a multi-process run
+    every process computes and only process 0 writes."""
+    job = Job(cfg, reporter, mesh)
     if resume:
+        job.load_resume(path)
+    if jax.process_count() > 1:  # everyone has read the file before process 0 replaces it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mortal: run file read")
+    if not parallel.is_writer():
+        writer: Any = NullWriter()
+    elif resume:
         writer = RunWriter.resume(path)
     else:
         writer = RunWriter.create(path, attributes=job.attributes(command_line),

@@ -534,8 +534,11 @@ def _chunks(x: Array, size: int) -> tuple[Array, int]:
     return xp.reshape(n_chunks, size, *x.shape[1:]), n
 
 
-def _evaluate(state: FFState, x: Array, y: Array, key: Array, cfg: FFConfig, chunk: int,
-              bench: Bench) -> dict[str, Array]:
+def evaluate(state: FFState, x: Array, y: Array, key: Array, cfg: FFConfig, chunk: int,
+             bench: Bench = BENCH) -> dict[str, Array]:
+    """Error rates of ONE device on ``(x, y)`` (measured in chunks of ``chunk`` images):
+    ``goodness_error`` / ``goodness_pred`` (argmax of accumulated goodness over every label; the
+    readout in unsupervised mode) and ``softmax_error`` / ``softmax_pred`` (one-pass readout)."""
     xs, n = _chunks(x, chunk)
     keys = jax.random.split(key, xs.shape[0])
 
@@ -554,7 +557,7 @@ def _evaluate(state: FFState, x: Array, y: Array, key: Array, cfg: FFConfig, chu
 
 
 evaluate_population = jax.jit(
-    jax.vmap(_evaluate, in_axes=(0, None, None, 0, None, None, None)),
+    jax.vmap(evaluate, in_axes=(0, None, None, 0, None, None, None)),
     static_argnames=("cfg", "chunk", "bench"))
 evaluate_population.__doc__ = """Error rates of every device of a population on ``(x, y)``:
 goodness readout (argmax of accumulated goodness over all labels; the readout for unsupervised

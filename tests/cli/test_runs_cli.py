@@ -140,6 +140,8 @@ def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path,
     assert main(["show", str(path)]) == 0
     assert "being written now" in capsys.readouterr().out
     assert main(["export", str(path), "--csv", str(tmp_path / "live_csv")]) == 0
+    assert main(["plot", str(path), "-o", str(tmp_path / "live.png")]) == 0
+    assert (tmp_path / "live.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "live_csv" / "train_metrics.csv").read_text().count("\n") >= 3
     assert main(["demo", "--resume", str(path)]) == 2
     err = capsys.readouterr().err
@@ -198,6 +200,7 @@ def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
+@pytest.mark.filterwarnings("ignore:os.fork")  # the child only sets a limit, then execs
 def test_full_disk_keeps_completed_epochs(tmp_path: Path) -> None:
     """A file-size limit stands in for a full disk: the run stops with one line, the file keeps
     its completed epochs and resumes once there is room."""
@@ -304,3 +307,25 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
         _err(capsys, ["train", "-o", str(finished), "--force", *TINY], "another process")
     finally:
         release_lock(finished, fd)
+
+
+def test_two_processes_write_the_same_run_as_one(reference: Path, tmp_path: Path) -> None:
+    """jax.distributed with CPU collectives on 127.0.0.1: two processes, one device each, split
+    the population; process 0 alone writes the file, whose content equals the one-process run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "two.h5"
+    procs = [_mortal("demo", "-o", str(path), *TINY, "--quiet", "--distributed",
+                     "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i)) for i in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    assert "2 accelerators" in outs[0][0]
+    # process 1 computes but neither prints nor writes (Gloo's own connection notes aside)
+    assert not [ln for ln in outs[1][0].splitlines() if ln.strip() and "[Gloo]" not in ln]
+    _assert_identical(reference, path)
+    assert runs.attributes(path)["host"]["jax_devices"]  # written once, by process 0
