@@ -118,7 +118,7 @@ class DistillSection:
     students: int = 8
     preset: str = ""
     spec: tuple[tuple[str, Any], ...] = ()
-    epochs: int = 30
+    epochs: int = 20
     teacher: str = "best"
     teacher_run: str = ""
     transfer: str = "train"
