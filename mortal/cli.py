@@ -335,6 +335,9 @@ def _cmd_spawn(args: argparse.Namespace) -> int:
     from mortal import cli_jobs
     from mortal.runlog import RunWriter
 
+    if args.resume:
+        raise UserError("spawn writes a new file; to train a spawned population use "
+                        "'mortal train --resume FILE'")
     path = _output_path(args)
     cfg = _config_from(args, ["run.phases=[\"train\"]"])
     job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
@@ -369,7 +372,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if info["epochs_done"] == 0:
         raise UserError(f"population {pop!r} of {args.run} has no completed epoch to evaluate")
     job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
-    role = "train" if pop == "train" else "students"
+    role = pop
     epoch, leaves = runs.checkpoint(args.run, pop)
     state = cli_jobs.restore(job.populations[role]["template"], leaves)
     ds = job.ds
@@ -456,10 +459,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
               f"{p['planned_epochs']}{took}")
         names = [k for k in p["metrics"] if k not in ("epoch", "step", "wall_time")]
         print(f"    metrics     {', '.join(names)}")
-    if s["lineage"]:
-        r = s["lineage"][0]
-        print(f"  lineage       {len(s['lineage'])} edges: {r['teacher']} → students "
-              f"(generation {r['generation']}, T = {r['temperature']}, {r['transfer_set']})")
+    generations: dict[int, list[dict[str, Any]]] = {}
+    for r in s["lineage"]:
+        generations.setdefault(r["generation"], []).append(r)
+    for g, rows in sorted(generations.items()):
+        r = rows[0]
+        print(f"  lineage g{g}   {r['teacher']} → {len(rows)} × {r['student'].split('/')[0]} "
+              f"(T = {r['temperature']}, {r['source']}, {r['epochs']} epochs; "
+              f"{r['transfer_set']})")
     print()
     print(run_table(path))
     return 0

@@ -4,7 +4,8 @@ into a run file, resumable from its last checkpoint with a bit-identical result.
 Only the command line imports ``distill`` (see DESIGN.md); this module is part of it.
 
 Random streams (all from ``run.seed``): fab keys of the trained population
-``split(fold_in(key(seed), 1), P)``, of the students ``split(fold_in(key(seed), 2), S)``;
+``split(fold_in(key(seed), 1), P)``, of the students ``split(fold_in(key(seed), 2), S)`` (generation
+g > 1: ``fold_in`` of that with g);
 learning keys ``fold_in(key(seed), 11 | 12)`` (train | distill) folded with the epoch; evaluation
 keys ``fold_in(key(seed), 21 | 22)`` folded with the epoch. A resumed epoch therefore draws the
 same numbers as in an uninterrupted run.
@@ -42,7 +43,21 @@ TRAIN_METRICS = ("ff_loss", "readout_loss", "readout_acc", "g_pos", "g_neg",
 STUDENT_METRICS = (*TRAIN_METRICS, "val_agreement")
 TRAIN_FINAL = ("test_goodness_error", "test_softmax_error")
 STUDENT_FINAL = (*TRAIN_FINAL, "test_agreement", "test_kl")
-_STREAM = {"train": 1, "students": 2}
+
+
+def generation_role(g: int) -> str:
+    """The population name of distillation generation ``g`` (1-based)."""
+    return "students" if g == 1 else f"students_g{g}"
+
+
+def generation_of(role: str) -> int:
+    return 0 if role == "train" else 1 if role == "students" else int(role.split("_g")[1])
+
+
+def _stream(role: str, base: int) -> int:
+    """Random stream numbers: train ``base + 1``, generation g ``base + 2`` (+ 1000·(g − 1))."""
+    g = generation_of(role)
+    return base + 1 if g == 0 else base + 2 + 1000 * (g - 1)
 
 
 class JobError(ValueError):
@@ -127,7 +142,7 @@ def device_spec(cfg: RunConfig, role: str) -> devices.DeviceSpec:
     """The recipe of the trained population (``train``) or of the students (``students``)."""
     spec = devices.preset(cfg.device.preset, cfg.device.widths)
     spec = apply_spec_overrides(spec, cfg.device.spec, "device.spec")
-    if role == "students":
+    if role != "train":
         if cfg.distill.preset and cfg.distill.preset != cfg.device.preset:
             spec = devices.preset(cfg.distill.preset, cfg.device.widths)
         spec = apply_spec_overrides(spec, cfg.distill.spec, "distill.spec")
@@ -139,7 +154,7 @@ def learner_config(cfg: RunConfig, ds: Dataset, role: str) -> ff.FFConfig:
     c = cfg.train
     if c.mode == "unsupervised" and c.image_shape is None:
         c = dataclasses.replace(c, image_shape=ds.image_shape)
-    if role == "students":
+    if role != "train":
         c = dataclasses.replace(c, epochs=cfg.distill.epochs)
     return c
 
@@ -151,7 +166,11 @@ def distill_config(cfg: RunConfig) -> distill.DistillConfig:
 
 
 def fab_keys(cfg: RunConfig, role: str, n: int) -> jax.Array:
-    return jax.random.split(jax.random.fold_in(jax.random.key(cfg.run.seed), _STREAM[role]), n)
+    g = generation_of(role)
+    base = jax.random.fold_in(jax.random.key(cfg.run.seed), 1 if g == 0 else 2)
+    if g > 1:
+        base = jax.random.fold_in(base, g)
+    return jax.random.split(base, n)
 
 
 def transfer_set(cfg: RunConfig, ds: Dataset) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -251,7 +270,8 @@ def _distill_program(cfg: ff.FFConfig, dcfg: distill.DistillConfig, mesh: Any,
             students, teachers, x, labels if labelled else None, key, student_keys, cfg, dcfg,
             ff.BENCH, ff.BENCH, vectorize=False)
 
-    return parallel.over_population(local, mesh, (True, False, False, False, False, True))
+    return parallel.over_population(local, mesh, (True, False, False, False, False, True),
+                                    donate=(0,))
 
 
 def _eval(states: ff.FFState, x: np.ndarray, y: np.ndarray, key: jax.Array, cfg: ff.FFConfig,
@@ -398,7 +418,8 @@ class Job:
         if "train" in cfg.run.phases:
             self._prepare("train", cfg.device.population)
         if "distill" in cfg.run.phases:
-            self._prepare("students", cfg.distill.students)
+            for g in range(1, cfg.distill.generations + 1):
+                self._prepare(generation_role(g), cfg.distill.students)
             if ff.steps_per_epoch(self.x_transfer.shape[0], self.populations["students"]["cfg"]
                                   ) == 0:
                 raise JobError(f"the transfer set ({self.x_transfer.shape[0]} images) makes no "
@@ -409,7 +430,7 @@ class Job:
         cfg = learner_config(self.cfg, self.ds, role)
         keys = fab_keys(self.cfg, role, n)
         population = jax.vmap(devices.fabricate, in_axes=(None, 0))(spec, keys)
-        if role == "students":
+        if role != "train":
             cfg_init = distill.student_config(cfg, distill_config(self.cfg))
             n_examples = self.x_transfer.shape[0]
         else:
@@ -439,8 +460,8 @@ class Job:
                 fab_keys=np.asarray(jax.random.key_data(p["keys"])),
                 key_impl=str(jax.random.key_impl(p["keys"])),
                 planned_epochs=p["cfg"].epochs,
-                metrics=STUDENT_METRICS if role == "students" else TRAIN_METRICS,
-                final=STUDENT_FINAL if role == "students" else TRAIN_FINAL,
+                metrics=STUDENT_METRICS if role != "train" else TRAIN_METRICS,
+                final=STUDENT_FINAL if role != "train" else TRAIN_FINAL,
                 checkpoint=_checkpoint_leaves(p["template"]))
         return out
 
@@ -468,9 +489,8 @@ class Job:
         cfg: ff.FFConfig = p["cfg"]
         resume = self.resume[role]
         start = resume.start
-        stream = 11 if role == "train" else 12
-        learn_key = jax.random.fold_in(self.root, stream)
-        eval_key = jax.random.fold_in(self.root, stream + 10)
+        learn_key = jax.random.fold_in(self.root, _stream(role, 10))
+        eval_key = jax.random.fold_in(self.root, _stream(role, 20))
         n = int(p["keys"].shape[0])
         rep = parallel.replicate
         if role == "train":
@@ -482,7 +502,8 @@ class Job:
         x, t, teachers = rep(x, self.mesh), rep(t, self.mesh), rep(teachers, self.mesh)
         x_val, y_val = self._val()
         t0 = time.perf_counter()
-        label = "train" if role == "train" else "distill"
+        g = generation_of(role)
+        label = "train" if g == 0 else "distill" if g == 1 else f"distill g{g}"
         if start:
             self.rep.line(f"{label}: resuming after epoch {start} of {cfg.epochs}")
         bar = self.rep.bar(cfg.epochs, label, initial=start)
@@ -534,7 +555,7 @@ class Job:
 
     def _final(self, writer: Any, role: str, teacher_scores: np.ndarray | None) -> None:
         p = self.populations[role]
-        key = jax.random.fold_in(self.root, 31 if role == "train" else 32)
+        key = jax.random.fold_in(self.root, _stream(role, 30))
         r = _eval(p["state"], self.ds.x_test, self.ds.y_test, key, p["cfg"], self.mesh)
         out = {"test_goodness_error": r["goodness_error"],
                "test_softmax_error": r["softmax_error"]}
@@ -549,43 +570,58 @@ class Job:
             out["test_kl"] = np.array([f["kl"] for f in fid])
         writer.write_final(role, out)
 
-    def _teacher(self) -> tuple[ff.FFState, str, int]:
-        """The teacher: from this run's trained population, or from a finished run file."""
+    def _best(self, role: str, which: str = "best") -> tuple[ff.FFState, str, int]:
+        """Device ``which`` (an index, or ``best``: lowest validation error) of a population of
+        this run, as a one-member population."""
+        size = int(self.populations[role]["keys"].shape[0])
+        if which == "best":
+            val = self.resume[role].last_val
+            if val is None:
+                raise JobError(f"no validation error recorded for population {role!r}")
+            idx = int(np.argmin(val))
+        else:
+            idx = int(which)
+        if idx >= size:
+            raise JobError(f"distill.teacher = {idx} is out of range: the population has "
+                           f"devices 0..{size - 1}")
+        pop = parallel.to_host(self.populations[role]["state"])
+        return jax.tree.map(lambda a: jnp.asarray(a[idx: idx + 1]), pop), f"{role}/{idx}", idx
+
+    def _teacher(self, g: int) -> tuple[ff.FFState, str, int]:
+        """Generation g's teacher: the trained population's device (or a finished run file's)
+        for g = 1, the best student of generation g − 1 after that."""
         d = self.cfg.distill
+        if g > 1:
+            return self._best(generation_role(g - 1))
         if "train" in self.cfg.run.phases:
-            size = self.cfg.device.population
-            val = self.resume["train"].last_val
-            if d.teacher == "best":
-                if val is None:
-                    raise JobError("no validation error recorded for the trained population")
-                idx = int(np.argmin(val))
-            else:
-                idx = int(d.teacher)
-            if idx >= size:
-                raise JobError(f"distill.teacher = {idx} is out of range: the population has "
-                               f"devices 0..{size - 1}")
-            pop = parallel.to_host(self.populations["train"]["state"])
-            return jax.tree.map(lambda a: jnp.asarray(a[idx: idx + 1]), pop), f"train/{idx}", idx
+            return self._best("train", d.teacher)
         return load_teacher(d.teacher_run, d.teacher, self.cfg)
 
     def _distill(self, writer: Any) -> None:
-        teacher, name, _ = self._teacher()
-        tcfg = self.populations["students"]["cfg"]
+        for g in range(1, self.cfg.distill.generations + 1):
+            self._generation(writer, g)
+
+    def _generation(self, writer: Any, g: int) -> None:
+        role = generation_role(g)
+        if self.resume[role].final_done:
+            return
+        teacher, name, _ = self._teacher(g)
+        tcfg = self.populations[role]["cfg"]
         x_val, y_val = self._val()
-        teacher_val = _eval(teacher, x_val, y_val, jax.random.fold_in(self.root, 40),
+        teacher_val = _eval(teacher, x_val, y_val, jax.random.fold_in(self.root, 40 + g),
                             tcfg)["goodness_pred"]
-        if not self.lineage_rows:
+        if not any(r["generation"] == g for r in self.lineage_rows):
             dcfg = distill_config(self.cfg)
-            spec = self.populations["students"]["spec"]
-            self.lineage_rows = [
-                distill.lineage_record(1, name, f"students/{i}", self.transfer_text, dcfg,
-                                       self.cfg.run.seed, spec.name, self.cfg.distill.epochs)
-                for i in range(self.cfg.distill.students)]
-            writer.add_lineage(self.lineage_rows)
-        self._phase(writer, "students", teachers=teacher, teacher_val=teacher_val[0])
+            spec = self.populations[role]["spec"]
+            rows = [distill.lineage_record(g, name, f"{role}/{i}", self.transfer_text, dcfg,
+                                           self.cfg.run.seed, spec.name, self.cfg.distill.epochs)
+                    for i in range(self.cfg.distill.students)]
+            self.lineage_rows += rows
+            writer.add_lineage(rows)
+        self._phase(writer, role, teachers=teacher, teacher_val=teacher_val[0])
         t_scores = population_scores(teacher, self.ds.x_test, jax.random.split(
-            jax.random.fold_in(self.root, 41), 1), tcfg, 500)[0]
-        self._final(writer, "students", t_scores)
+            jax.random.fold_in(self.root, 140 + g), 1), tcfg, 500)[0]
+        self._final(writer, role, t_scores)
 
     def _val(self) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.ds.x_val, self.ds.y_val

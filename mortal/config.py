@@ -107,18 +107,21 @@ class DeviceSection:
 class DistillSection:
     """``students``: fresh devices that learn from the teacher; ``preset`` / ``spec``: their
     recipe (empty preset: the same recipe as ``[device]``; the widths are always the device's);
-    ``epochs``; ``teacher``: ``best`` (lowest validation error of the trained population) or a
-    device index; ``teacher_run``: a finished run file to take the teacher from (empty: this
-    run's ``train`` phase). ``transfer``: the transfer set: ``train`` (all training images, no
-    labels), ``fraction`` (a random ``fraction`` of them), ``without`` (classes ``leave_out``
-    removed), ``noise`` / ``hybrid`` (synthetic, as many as the training set). ``temperature`` T,
-    ``source`` of the teacher's scores (``goodness`` or ``readout``), ``hard_weight`` λ of hard
-    labels (only for the labelled transfer sets ``train`` and ``fraction``)."""
+    ``epochs``; ``generations``: a chain: the best student of each generation teaches the next
+    generation of fresh students; ``teacher``: ``best`` (lowest validation error of the trained
+    population) or a device index; ``teacher_run``: a finished run file to take the teacher from
+    (empty: this run's ``train`` phase). ``transfer``: the transfer set: ``train`` (all training
+    images, no labels), ``fraction`` (a random ``fraction`` of them), ``without`` (classes
+    ``leave_out`` removed), ``noise`` / ``hybrid`` (synthetic, as many as the training set).
+    ``temperature`` T, ``source`` of the teacher's scores (``goodness`` or ``readout``),
+    ``hard_weight`` λ of hard labels (only for the labelled transfer sets ``train`` and
+    ``fraction``)."""
 
     students: int = 8
     preset: str = ""
     spec: tuple[tuple[str, Any], ...] = ()
     epochs: int = 20
+    generations: int = 1
     teacher: str = "best"
     teacher_run: str = ""
     transfer: str = "train"
@@ -133,6 +136,8 @@ class DistillSection:
             raise ConfigError("distill.students must be >= 1")
         if self.epochs < 1:
             raise ConfigError("distill.epochs must be >= 1")
+        if self.generations < 1:
+            raise ConfigError("distill.generations must be >= 1")
         if self.transfer not in TRANSFER_SETS:
             raise ConfigError(f"distill.transfer must be one of {list(TRANSFER_SETS)}, got "
                               f"{self.transfer!r}{_hint(self.transfer, TRANSFER_SETS)}")

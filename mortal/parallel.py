@@ -119,19 +119,23 @@ def is_writer() -> bool:
 
 
 def over_population(local: Callable[..., Any], mesh: Mesh | None,
-                    split_args: tuple[bool, ...]) -> Callable[..., Any]:
+                    split_args: tuple[bool, ...], donate: tuple[int, ...] = ()
+                    ) -> Callable[..., Any]:
     """``jit`` of ``local`` (a function of a population), split over ``mesh`` with
     ``shard_map``: arguments flagged in ``split_args`` are split along their leading axis, the
     others replicated; every output is split along its leading axis. Without a mesh: plain jit.
 
     Write ``local`` with ``lax.map`` over the devices it gets (not ``vmap``) and each device runs
     the same arithmetic whatever the number of devices per shard: results are then bit-identical
-    for every mesh, and for one accelerator.
+    for every mesh, and for one accelerator. ``donate``: positions of arguments whose buffers
+    the call may reuse for its outputs (the population state of an epoch: the caller must not
+    use the passed state again).
     """
     if mesh is None:
-        return jax.jit(local)
+        return jax.jit(local, donate_argnums=donate)
     specs = tuple(P(AXIS) if s else P() for s in split_args)
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS)))
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS)),
+                   donate_argnums=donate)
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,13 +146,14 @@ def _train_program(cfg: Any, bench: Any, mesh: Mesh | None) -> Callable[..., Any
         return jax.lax.map(lambda a: ff.train_epoch(a[0], x, t, a[1], a[2], cfg, bench),
                            (states, keys, orders))
 
-    return over_population(local, mesh, (True, False, False, True, True))
+    return over_population(local, mesh, (True, False, False, True, True), donate=(0,))
 
 
 def population_epoch(states: Any, x: Any, targets: Any, keys: Any, order_keys: Any, *,
                      cfg: Any, bench: Any, mesh: Mesh | None) -> tuple[Any, Any]:
     """One FF epoch of a population (``ff.train_epoch`` per device), split over ``mesh``; the
-    result does not depend on the mesh (see ``over_population``)."""
+    result does not depend on the mesh (see ``over_population``). ``states`` is donated: its
+    buffers become the new states', so do not use it after the call."""
     return _train_program(cfg, bench, mesh)(states, x, targets, keys, order_keys)
 
 

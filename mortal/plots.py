@@ -91,7 +91,8 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     pops = runs.populations(run)
     lineage = runs.lineage(run)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=110)
-    colors = {"train": "tab:blue", "students": "tab:orange"}
+    palette = plt.get_cmap("tab10")
+    colors = {name: palette(i % 10) for i, name in enumerate(pops)}
     # 1. learning curves
     ax = axes[0, 0]
     for name in pops:
@@ -114,7 +115,7 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     # 2. final error per device
     ax = axes[0, 1]
     x0 = 0
-    teacher = lineage[0]["teacher"] if lineage else ""
+    teachers = {r["teacher"] for r in lineage}
     for name in pops:
         fin = runs.final(run, name).get("test_goodness_error")
         if fin is None:
@@ -123,7 +124,7 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
         bars = ax.bar(idx, 100 * np.nan_to_num(fin, nan=0.0), color=colors.get(name),
                       label=name)
         for i, b in enumerate(bars):
-            if teacher == f"{name}/{i}":
+            if f"{name}/{i}" in teachers:
                 b.set_edgecolor("black")
                 b.set_linewidth(2)
                 ax.annotate("teacher", (b.get_x() + b.get_width() / 2, b.get_height()),
@@ -137,14 +138,19 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3, axis="y")
     # 3. fidelity per student and generation
     ax = axes[1, 0]
-    if "students" in pops:
-        fin = runs.final(run, "students")
-        agree = 100 * np.nan_to_num(fin.get("test_agreement", np.array([])), nan=0.0)
-        gens = [r["generation"] for r in lineage] or [1] * len(agree)
-        for g in sorted(set(gens)):
-            sel = [i for i, gg in enumerate(gens) if gg == g and i < len(agree)]
-            ax.bar(sel, agree[sel], label=f"generation {g}")
-        ax.set_ylim(max(0.0, float(agree.min()) - 10) if len(agree) else 0, 100)
+    student_pops = [n for n in pops if n != "train"]
+    if student_pops:
+        x0, low = 0, 100.0
+        for name in student_pops:
+            agree = 100 * np.nan_to_num(runs.final(run, name).get("test_agreement",
+                                                                   np.array([])), nan=0.0)
+            gen = next((r["generation"] for r in lineage
+                        if r["student"].startswith(f"{name}/")), 1)
+            ax.bar(np.arange(len(agree)) + x0, agree, color=colors[name],
+                   label=f"generation {gen} ({name})")
+            x0 += len(agree) + 1
+            low = min(low, float(agree.min()) if len(agree) else low)
+        ax.set_ylim(max(0.0, low - 10), 100)
         ax.legend(fontsize=8)
         ax.set_title(f"distillation fidelity (T = {lineage[0]['temperature']})"
                      if lineage else "distillation fidelity")
@@ -152,8 +158,9 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
         ax.text(0.5, 0.5, "no distillation in this run", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_title("distillation fidelity")
-    ax.set_xlabel("student")
-    ax.set_ylabel("test top-1 agreement with teacher %")
+    ax.set_xticks([])
+    ax.set_xlabel("student (grouped by generation)")
+    ax.set_ylabel("test top-1 agreement with its teacher %")
     ax.grid(alpha=0.3, axis="y")
     # 4. transfer curves
     ax = axes[1, 1]

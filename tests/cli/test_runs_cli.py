@@ -184,12 +184,19 @@ def test_distill_from_a_trained_run_file(reference: Path, tmp_path: Path) -> Non
              "--set", "distill.epochs=2", "--set", "distill.students=2",
              "--set", "data.train_limit=600", "--set", "data.eval_limit=100",
              "--set", "train.readout_from=0", "--set", "distill.transfer=fraction",
-             "--set", "distill.fraction=0.5")
+             "--set", "distill.fraction=0.5", "--set", "distill.generations=2")
     assert r.returncode == 0, r.stderr
     lineage = runs.lineage(out)
     assert lineage[0]["teacher"] == f"{reference}:train/0"
     assert "50.0% of digits" in lineage[0]["transfer_set"]
-    assert runs.populations(out) == ["students"]
+    # a chain: the best student of generation 1 teaches generation 2's fresh devices
+    assert runs.populations(out) == ["students", "students_g2"]
+    assert [r["generation"] for r in lineage] == [1, 1, 2, 2]
+    assert lineage[2]["teacher"].startswith("students/")
+    assert lineage[2]["student"] == "students_g2/0"
+    assert np.isfinite(runs.final(out, "students_g2")["test_agreement"]).all()
+    keys = [runs.population_info(out, n)["fab_keys"] for n in ("students", "students_g2")]
+    assert not np.array_equal(keys[0], keys[1])  # fresh devices in every generation
 
 
 def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:

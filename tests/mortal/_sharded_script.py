@@ -25,7 +25,7 @@ state0 = ff.init_population(pop, cfg, ff.steps_per_epoch(64, cfg))
 
 
 def train(mesh):
-    st = parallel.shard(state0, mesh)
+    st = parallel.shard(jax.tree.map(jnp.copy, state0), mesh)  # the epoch donates its input
     xs, ys = parallel.replicate((x, y), mesh)
     for e in range(cfg.epochs):
         keys, order = parallel.shard(ff.epoch_keys(jax.random.key(1), e, P, cfg), mesh)
@@ -59,9 +59,11 @@ def distil(mesh):
         return distill.distill_epoch_fn(s, t, xx, None, k, sk, cfg, dcfg, ff.BENCH, ff.BENCH,
                                         vectorize=False)
 
-    program = parallel.over_population(local, mesh, (True, False, False, False, True))
+    program = parallel.over_population(local, mesh, (True, False, False, False, True),
+                                       donate=(0,))
     k = jax.random.key(7)
-    return program(parallel.shard(students0, mesh), parallel.replicate(teacher, mesh),
+    return program(parallel.shard(jax.tree.map(jnp.copy, students0), mesh),
+                   parallel.replicate(teacher, mesh),
                    parallel.replicate(x, mesh), parallel.replicate(k, mesh),
                    parallel.shard(jax.random.split(k, P), mesh))[0]
 

@@ -1,0 +1,301 @@
+"""Speed and scale of population training (issue: speed and scale). JSON + a table.
+
+Sections (each row says what was timed and how many matrix FLOPs it contains):
+
+* ``matmul``: this machine's float32 matrix-multiply rate, measured in the same run: a jitted
+  ``x @ w`` of the shapes an FF step multiplies (B×1001 · 1001×1000) and a square 2000³ product,
+  median of ``--repeats`` calls.
+* ``ff``: one FF training epoch slice (``--steps`` minibatches of B = 100 in one ``lax.scan``)
+  of a population of P devices, for presets × widths (784 inputs, three hidden layers of the
+  width) × P. Two population programs: ``map`` (``lax.map`` over devices: what the command line
+  runs, bit-identical under any sharding) and ``vmap``. Reported: device-samples per second
+  (``P · steps · B / t``), seconds per MNIST epoch (50,000 images) per device, achieved GFLOP/s
+  and its fraction of the measured matmul rate, and memory per device (bytes of the learner
+  state: device state and physics, optimiser, records, readout).
+  Matrix FLOPs per step and device: three measured passes (neutral, positive, negative) and two
+  outer-product weight requests (positive, negative) per layer, ``5 · 2·B·Σ(n_in+1)·n_out``, plus
+  the readout (forward and delta rule, ``2 · 2·B·(F+1)·C``).
+* ``distill``: one distillation epoch slice (one teacher → P students, same steps): the teacher
+  scores every minibatch over all C labels (C passes) before the students learn.
+* ``eval``: evaluation (goodness over all C labels + the softmax readout) of N images, per
+  device-sample, against a training step per device-sample.
+
+Targets (issue): CPU ``ideal`` 784-1000-1000-1000 epoch at ≥ 75 % of the measured matmul rate;
+per-device cost at P = 16 ≤ 1.05 × P = 1; ``rram`` ≤ 1.3 × ``ideal``.
+
+Reproduce: ``python scripts/bench.py`` (about 15 minutes on 2 CPU cores);
+``python scripts/bench.py --quick`` (a minute). Results: ``scripts/results/bench.json``.
+Rows whose state would not fit in ``--max-gb`` of memory are skipped and listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from bench_devices import environment, tree_nbytes, write_json_atomic  # noqa: E402
+
+import devices  # noqa: E402
+import distill  # noqa: E402
+from mortal import ff, parallel  # noqa: E402
+
+B, C = 100, 10
+
+
+def timed(fn: Any, *args: Any, repeats: int) -> tuple[float, list[float]]:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def matmul_rate(repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for m, k, n in ((B, 1001, 1000), (2000, 2000, 2000)):
+        x = jax.random.normal(jax.random.key(0), (m, k))
+        w = jax.random.normal(jax.random.key(1), (k, n))
+        f = jax.jit(lambda a, b: a @ b)
+        t, _ = timed(f, x, w, repeats=max(repeats, 20))
+        rows.append({"section": "matmul", "shape": f"{m}x{k} @ {k}x{n}", "seconds": t,
+                     "gflops": 2 * m * k * n / t / 1e9})
+    return rows
+
+
+def crossbar_size(widths: tuple[int, ...]) -> int:
+    """Σ (n_in + 1) · n_out: multiply-adds of one sample through every layer."""
+    return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+def step_flops(widths: tuple[int, ...], readout_from: int = 1) -> float:
+    layers = crossbar_size(widths)
+    feats = sum(widths[1 + readout_from:])
+    return 5 * 2 * B * layers + 2 * 2 * B * (feats + 1) * C
+
+
+def eval_flops(widths: tuple[int, ...], n: int) -> float:
+    layers = crossbar_size(widths)
+    return (C + 1) * 2 * n * layers
+
+
+def _data(steps: int, n_in: int) -> tuple[jax.Array, jax.Array]:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (steps * B, n_in)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, C, steps * B).astype(np.int32))
+    return x, y
+
+
+def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, steps: int
+                ) -> ff.FFState:
+    spec = devices.preset(preset, widths)
+    pop = devices.spawn(spec, p, jax.random.key(0))
+    return ff.init_population(pop, cfg, steps)
+
+
+def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str
+             ) -> dict[str, Any]:
+    widths = (784, width, width, width)
+    cfg = ff.FFConfig(epochs=10)
+    state = _population(preset, widths, p, cfg, steps)
+    x, y = _data(steps, 784)
+    keys, order = ff.epoch_keys(jax.random.key(1), 0, p, cfg)
+    held = [state]  # each call continues from the last one's states, as in training
+
+    def fn() -> Any:
+        if program == "vmap":
+            held[0], m = ff.population_epoch(held[0], x, y, keys, order, cfg=cfg,
+                                             bench=ff.BENCH)
+        else:  # the command line's program: lax.map over devices, states donated
+            held[0], m = parallel.population_epoch(held[0], x, y, keys, order, cfg=cfg,
+                                                   bench=ff.BENCH, mesh=None)
+        return held[0], m
+
+    mb = tree_nbytes(state) / p / 2**20
+    del state
+    t, times = timed(fn, repeats=repeats)
+    flops = p * steps * step_flops(widths)
+    row = {"section": "ff", "preset": preset, "widths": "-".join(map(str, widths)), "P": p,
+           "program": program, "steps": steps, "seconds": t, "times": times,
+           "device_samples_per_s": p * steps * B / t,
+           "mnist_epoch_s_per_device": 50_000 / (p * steps * B / t),
+           "gflops": flops / t / 1e9, "mb_per_device": mb}
+    held.clear()
+    gc.collect()
+    return row
+
+
+def bench_distill(preset: str, width: int, p: int, steps: int, repeats: int) -> dict[str, Any]:
+    widths = (784, width, width, width)
+    cfg = ff.FFConfig(epochs=10)
+    dcfg = distill.DistillConfig()
+    teacher = _population(preset, widths, 1, cfg, steps)
+    students = _population(preset, widths, p, distill.student_config(cfg, dcfg), steps)
+    x, _ = _data(steps, 784)
+    k = jax.random.key(3)
+    skeys = jax.random.split(k, p)
+
+    def local(s: ff.FFState, t: ff.FFState, xx: jax.Array, kk: jax.Array, sk: jax.Array
+              ) -> Any:
+        return distill.distill_epoch_fn(s, t, xx, None, kk, sk, cfg, dcfg, ff.BENCH, ff.BENCH,
+                                        vectorize=False)
+
+    program = parallel.over_population(local, None, (True, False, False, False, True),
+                                       donate=(0,))
+    held = [students]
+
+    def fn() -> Any:
+        held[0], m = program(held[0], teacher, x, k, skeys)
+        return held[0], m
+
+    del students
+    t, times = timed(fn, repeats=repeats)
+    teacher_flops = steps * C * 2 * B * crossbar_size(widths)
+    flops = p * steps * step_flops(widths) + teacher_flops
+    return {"section": "distill", "preset": preset, "widths": "-".join(map(str, widths)),
+            "P": p, "program": "map", "steps": steps, "seconds": t, "times": times,
+            "device_samples_per_s": p * steps * B / t, "gflops": flops / t / 1e9}
+
+
+def bench_eval(preset: str, width: int, p: int, n: int, repeats: int) -> dict[str, Any]:
+    widths = (784, width, width, width)
+    cfg = ff.FFConfig(epochs=10)
+    state = _population(preset, widths, p, cfg, 1)
+    x, y = _data(n // B, 784)
+    keys = jax.random.split(jax.random.key(4), p)
+
+    def fn(s: ff.FFState) -> Any:
+        return parallel.evaluate(s, x, y, keys, cfg=cfg, chunk=500, bench=ff.BENCH, mesh=None)
+
+    t, times = timed(fn, state, repeats=repeats)
+    return {"section": "eval", "preset": preset, "widths": "-".join(map(str, widths)), "P": p,
+            "program": "map", "images": n, "seconds": t, "times": times,
+            "device_samples_per_s": p * n / t, "gflops": p * eval_flops(widths, n) / t / 1e9}
+
+
+def estimated_gb(preset: str, width: int, p: int) -> float:
+    params = 785 * width + 2 * (width + 1) * width
+    per = params * 4 * (9 if preset != "ideal" else 5)  # weights, records, optimiser, physics
+    return 2.5 * p * per / 2**30  # input and output populations, temporaries
+
+
+def table(rows: list[dict[str, Any]], matmul: float) -> str:
+    head = (f"{'section':<8} {'preset':<6} {'widths':<16} {'P':>3} {'prog':<5} {'s/call':>8} "
+            f"{'dev-samples/s':>13} {'GFLOP/s':>8} {'% matmul':>8} {'MB/dev':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["section"] == "matmul":
+            lines.append(f"{'matmul':<8} {'':<6} {r['shape']:<16} {'':>3} {'':<5} "
+                         f"{r['seconds']:>8.4f} {'':>13} {r['gflops']:>8.1f} {'':>8} {'':>7}")
+            continue
+        if r.get("skipped"):
+            lines.append(f"{r['section']:<8} {r['preset']:<6} {r['widths']:<16} {r['P']:>3} "
+                         f"skipped: {r['skipped']}")
+            continue
+        mb = f"{r['mb_per_device']:.1f}" if "mb_per_device" in r else ""
+        lines.append(f"{r['section']:<8} {r['preset']:<6} {r['widths']:<16} {r['P']:>3} "
+                     f"{r['program']:<5} {r['seconds']:>8.3f} "
+                     f"{r['device_samples_per_s']:>13.0f} {r['gflops']:>8.1f} "
+                     f"{100 * r['gflops'] / matmul:>7.1f}% {mb:>7}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a minute")
+    ap.add_argument("--steps", type=int, default=10, help="minibatches per timed call")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-gb", type=float, default=12.0)
+    ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench.json"))
+    args = ap.parse_args()
+    widths = (500,) if args.quick else (500, 1000, 2000)
+    pops = (1, 4) if args.quick else (1, 4, 16, 64)
+    steps = 3 if args.quick else args.steps
+    rows: list[dict[str, Any]] = matmul_rate(args.repeats)
+    mm = rows[0]["gflops"]  # the FF-shaped product is the honest ceiling for an FF step
+    payload: dict[str, Any] = {"command": " ".join(sys.argv), "environment": environment(),
+                               "matmul_gflops_ff_shape": mm, "rows": rows}
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(table([row], mm).splitlines()[-1], flush=True)
+        write_json_atomic(Path(args.out), payload)
+
+    print(table(rows, mm), flush=True)
+    for w in widths:
+        for p in pops:
+            for program in ("map", "vmap"):
+                if estimated_gb("ideal", w, p) > args.max_gb:
+                    add({"section": "ff", "preset": "ideal", "widths": f"784-{w}-{w}-{w}",
+                         "P": p, "skipped": f"state over --max-gb {args.max_gb}"})
+                    break
+                add(bench_ff("ideal", w, p, steps, args.repeats, program))
+    ref_w = 500 if args.quick else 1000
+    for p in (1, 4) if args.quick else (1, 16):
+        add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
+    for p in (1, 4) if args.quick else (1, 16):
+        add(bench_distill("ideal", ref_w, p, steps, args.repeats))
+        add(bench_eval("ideal", ref_w, p, 1000 if args.quick else 2000, args.repeats))
+    print()
+    print(table(rows, mm))
+    summary = summarise(rows, ref_w)
+    payload["summary"] = summary
+    write_json_atomic(Path(args.out), payload)
+    print()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
+    def find(section: str, preset: str, p: int, program: str = "map") -> dict[str, Any] | None:
+        for r in rows:
+            if (r["section"] == section and r.get("preset") == preset and r.get("P") == p
+                    and r.get("program") == program and r["widths"].startswith(f"784-{w}-")
+                    and not r.get("skipped")):
+                return r
+        return None
+
+    mm = rows[0]["gflops"]
+    out: dict[str, Any] = {"matmul_gflops_ff_shape": mm, "matmul_gflops_square": rows[1]["gflops"],
+                           "widths": f"784-{w}-{w}-{w}"}
+    for program in ("map", "vmap"):
+        one, six = find("ff", "ideal", 1, program), find("ff", "ideal", 16, program) or find(
+            "ff", "ideal", 4, program)
+        if one:
+            out[f"ideal_P1_{program}_fraction_of_matmul"] = one["gflops"] / mm
+            out[f"ideal_P1_{program}_fraction_of_square_matmul"] = one["gflops"] / rows[1][
+                "gflops"]
+        if one and six:
+            # cost per device-sample at P over that at P = 1
+            out[f"per_device_cost_P{six['P']}_over_P1_{program}"] = (
+                one["device_samples_per_s"] / six["device_samples_per_s"])
+    rram, ideal = find("ff", "rram", 1), find("ff", "ideal", 1)
+    if rram and ideal:
+        out["rram_over_ideal_time"] = rram["seconds"] / ideal["seconds"]
+    dist = find("distill", "ideal", 1)
+    if dist and ideal:
+        out["distill_over_ff_time_P1"] = dist["seconds"] / ideal["seconds"]
+    ev = find("eval", "ideal", 1)
+    if ev and ideal:
+        out["eval_over_train_per_sample"] = ideal["device_samples_per_s"] / ev[
+            "device_samples_per_s"]
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
