@@ -53,7 +53,7 @@ def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
 
 def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels: Array | None,
                    key: Array, student_keys: Array, cfg: ff.FFConfig, dcfg: DistillConfig,
-                   student_bench: ff.Bench, teacher_bench: ff.Bench, vectorize: bool = True
+                   student_bench: ff.Bench, teacher_bench: ff.Bench, chunk: int = 0
                    ) -> tuple[ff.FFState, dict[str, Array]]:
     scfg = student_config(cfg, dcfg)
     n = x.shape[0]
@@ -74,9 +74,7 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
         def one(s: ff.FFState, k: Array) -> tuple[ff.FFState, dict[str, Array]]:
             return ff.train_step(s, xb, q, k, scfg, spe, student_bench, yb)
 
-        if vectorize:
-            return jax.vmap(one)(st, keys)
-        return jax.lax.map(lambda a: one(*a), (st, keys))
+        return ff.in_chunks(one, (st, keys), chunk)
 
     students, metrics = jax.lax.scan(body, students, (order, jnp.arange(spe)))
     return students, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
@@ -85,7 +83,7 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
 distill_epoch_fn = _distill_epoch  # the same epoch un-jitted, to compose into other programs
 
 distill_epoch = jax.jit(_distill_epoch, static_argnames=("cfg", "dcfg", "student_bench",
-                                                          "teacher_bench", "vectorize"))
+                                                          "teacher_bench", "chunk"))
 distill_epoch.__doc__ = """One epoch of students learning in place from teachers' soft targets.
 
 students: stacked learner states (S students, built with ``ff.init_population`` and
@@ -93,10 +91,10 @@ students: stacked learner states (S students, built with ``ff.init_population`` 
 an ensemble whose probabilities are averaged). x ``(N, D)``: the transfer set; labels ``(N,)`` or
 None. key: shared (minibatch order, teacher read noise); student_keys ``(S,)``: each student's
 own. Every step measures the teachers on the minibatch the students learn from (no stale cache).
-The teachers are only ever measured (``teacher_bench.measure``). ``vectorize``: students
-step together (``vmap``, the default) or one after the other (``lax.map``: every student's
-arithmetic is then the same whatever the population's size, which makes results independent of
-how a population is split over accelerators)."""
+The teachers are only ever measured (``teacher_bench.measure``). ``chunk``: students step
+together (``vmap``, the default 0) or in groups of ``chunk`` one group after the other
+(``ff.in_chunks``: results then do not depend on how a population is split over
+accelerators)."""
 
 
 def copy_weights(teacher: ff.FFState, student_device: devices.Device, *, key: Array

@@ -263,19 +263,20 @@ def population_scores(states: ff.FFState, x: jax.Array, keys: jax.Array, cfg: ff
 
 @functools.lru_cache(maxsize=16)
 def _distill_program(cfg: ff.FFConfig, dcfg: distill.DistillConfig, mesh: Any,
-                     labelled: bool) -> Any:
+                     labelled: bool, chunk: int) -> Any:
     def local(students: ff.FFState, teachers: ff.FFState, x: jax.Array, labels: Any,
               key: jax.Array, student_keys: jax.Array) -> Any:
+        n = jax.tree.leaves(students)[0].shape[0]
         return distill.distill_epoch_fn(
             students, teachers, x, labels if labelled else None, key, student_keys, cfg, dcfg,
-            ff.BENCH, ff.BENCH, vectorize=False)
+            ff.BENCH, ff.BENCH, chunk=parallel.shard_chunk(chunk, n))
 
     return parallel.over_population(local, mesh, (True, False, False, False, False, True),
                                     donate=(0,))
 
 
 def _eval(states: ff.FFState, x: np.ndarray, y: np.ndarray, key: jax.Array, cfg: ff.FFConfig,
-          mesh: Any = None) -> dict[str, np.ndarray]:
+          mesh: Any = None, group: int = 1) -> dict[str, np.ndarray]:
     p = int(states.step.shape[0])
     keys = jax.random.split(key, p)
     if mesh is not None and p % mesh.size:
@@ -283,7 +284,7 @@ def _eval(states: ff.FFState, x: np.ndarray, y: np.ndarray, key: jax.Array, cfg:
     keys = parallel.shard(keys, mesh)
     r = parallel.evaluate(states, parallel.replicate(jnp.asarray(x), mesh),
                           parallel.replicate(jnp.asarray(y), mesh), keys, cfg=cfg, chunk=500,
-                          bench=ff.BENCH, mesh=mesh)
+                          bench=ff.BENCH, mesh=mesh, group=group)
     return parallel.to_host(r)
 
 
@@ -514,13 +515,14 @@ class Job:
                     keys, order = ff.epoch_keys(learn_key, e, n, cfg)
                     keys, order = parallel.shard((keys, order), self.mesh)
                     p["state"], m = parallel.population_epoch(
-                        p["state"], x, t, keys, order, cfg=cfg, bench=ff.BENCH, mesh=self.mesh)
+                        p["state"], x, t, keys, order, cfg=cfg, bench=ff.BENCH, mesh=self.mesh,
+                        chunk=self.cfg.run.chunk)
                 else:
                     k = jax.random.fold_in(learn_key, e)
                     skeys = parallel.shard(jax.random.split(jax.random.fold_in(k, 1), n),
                                            self.mesh)
                     program = _distill_program(cfg, distill_config(self.cfg), self.mesh,
-                                               t is not None)
+                                               t is not None, self.cfg.run.chunk)
                     labels = t if t is not None else jnp.zeros((), jnp.int32)
                     p["state"], m = program(p["state"], teachers, x, labels,
                                             rep(k, self.mesh), skeys)
@@ -528,7 +530,7 @@ class Job:
                 last = e + 1 == cfg.epochs
                 if (e + 1) % self.cfg.data.eval_every == 0 or last:
                     r = _eval(p["state"], x_val, y_val, jax.random.fold_in(eval_key, e), cfg,
-                              self.mesh)
+                              self.mesh, self.cfg.run.chunk)
                     metrics["val_goodness_error"] = r["goodness_error"]
                     metrics["val_softmax_error"] = r["softmax_error"]
                     resume.last_val = r["goodness_error"]
@@ -556,7 +558,8 @@ class Job:
     def _final(self, writer: Any, role: str, teacher_scores: np.ndarray | None) -> None:
         p = self.populations[role]
         key = jax.random.fold_in(self.root, _stream(role, 30))
-        r = _eval(p["state"], self.ds.x_test, self.ds.y_test, key, p["cfg"], self.mesh)
+        r = _eval(p["state"], self.ds.x_test, self.ds.y_test, key, p["cfg"], self.mesh,
+                  self.cfg.run.chunk)
         out = {"test_goodness_error": r["goodness_error"],
                "test_softmax_error": r["softmax_error"]}
         if teacher_scores is not None:

@@ -44,11 +44,15 @@ class RunSection:
     """``seed``: every random draw of the run derives from it (fab draws, data order, read and
     write noise). ``phases``: ``train`` (Forward-Forward on a fresh population), ``distill``
     (students learn a teacher's soft targets), in order. ``checkpoint_every``: epochs between
-    device-state checkpoints (a resumed run restarts from the last one)."""
+    device-state checkpoints (a resumed run restarts from the last one). ``chunk``: devices
+    stepped together (``vmap``) on one accelerator, groups run one after the other; results are
+    bit-identical for every split of the population over accelerators that leaves a multiple of
+    ``chunk`` devices on each (``chunk = 1``: any split)."""
 
     seed: int = 0
     phases: tuple[str, ...] = PHASES
     checkpoint_every: int = 1
+    chunk: int = 8
 
     def __post_init__(self) -> None:
         if not self.phases or any(p not in PHASES for p in self.phases):
@@ -59,6 +63,8 @@ class RunSection:
             raise ConfigError(f"run.phases must be in the order {list(PHASES)} without repeats")
         if self.checkpoint_every < 1:
             raise ConfigError("run.checkpoint_every must be >= 1")
+        if self.chunk < 1:
+            raise ConfigError("run.chunk must be >= 1")
 
 
 @dataclass(frozen=True)

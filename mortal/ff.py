@@ -516,6 +516,23 @@ def epoch_keys(key: Array, epoch: int, n_devices: int, cfg: FFConfig) -> tuple[A
     return step_keys, jax.random.split(jax.random.fold_in(k, 1), n_devices)
 
 
+def in_chunks(fn: Callable[..., Any], args: tuple[Any, ...], chunk: int) -> Any:
+    """``fn`` (written for one device) applied to every device of ``args`` (pytrees with a
+    leading population axis of size n): ``lax.map`` over groups of ``chunk`` devices, ``vmap``
+    within a group. ``chunk`` ≤ 0 or ≥ n: one ``vmap`` over all. A device's arithmetic depends
+    only on the group size, not on n, so splitting a population over accelerators gives the same
+    bits whenever every accelerator holds a multiple of ``chunk`` devices (``chunk = 1``: always).
+    """
+    n = jax.tree.leaves(args)[0].shape[0]
+    if chunk <= 0 or chunk >= n:
+        return jax.vmap(fn)(*args)
+    if n % chunk:
+        raise ValueError(f"{n} devices do not split into groups of {chunk}")
+    grouped = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, *a.shape[1:]), args)
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), grouped)
+    return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
+
+
 def init_population(population: devices.Device, cfg: FFConfig, steps: int) -> FFState:
     """``init`` vmapped over a population."""
     return jax.vmap(lambda d: init(d, cfg, steps))(population)

@@ -15,6 +15,7 @@ collective: every process must call it). Only process 0 writes files.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -125,9 +126,10 @@ def over_population(local: Callable[..., Any], mesh: Mesh | None,
     ``shard_map``: arguments flagged in ``split_args`` are split along their leading axis, the
     others replicated; every output is split along its leading axis. Without a mesh: plain jit.
 
-    Write ``local`` with ``lax.map`` over the devices it gets (not ``vmap``) and each device runs
-    the same arithmetic whatever the number of devices per shard: results are then bit-identical
-    for every mesh, and for one accelerator. ``donate``: positions of arguments whose buffers
+    Write ``local`` with ``lax.map`` over fixed-size groups of the devices it gets
+    (``ff.in_chunks``), not one ``vmap`` over all, and each device runs the same arithmetic
+    whatever the number of devices per shard: results are then bit-identical for every mesh,
+    and for one accelerator. ``donate``: positions of arguments whose buffers
     the call may reuse for its outputs (the population state of an epoch: the caller must not
     use the passed state again).
     """
@@ -138,37 +140,50 @@ def over_population(local: Callable[..., Any], mesh: Mesh | None,
                    donate_argnums=donate)
 
 
+def shard_chunk(chunk: int, devices_per_shard: int) -> int:
+    """The group size used on a shard: ``chunk`` if it divides the shard's devices, else their
+    greatest common divisor (then results may differ from other splits in the last bits)."""
+    return math.gcd(chunk, devices_per_shard) if chunk > 0 else devices_per_shard
+
+
 @functools.lru_cache(maxsize=64)
-def _train_program(cfg: Any, bench: Any, mesh: Mesh | None) -> Callable[..., Any]:
+def _train_program(cfg: Any, bench: Any, mesh: Mesh | None, chunk: int
+                   ) -> Callable[..., Any]:
     from mortal import ff
 
     def local(states: Any, x: Any, t: Any, keys: Any, orders: Any) -> Any:
-        return jax.lax.map(lambda a: ff.train_epoch(a[0], x, t, a[1], a[2], cfg, bench),
-                           (states, keys, orders))
+        n = jax.tree.leaves(states)[0].shape[0]
+        return ff.in_chunks(lambda s, k, o: ff.train_epoch(s, x, t, k, o, cfg, bench),
+                            (states, keys, orders), shard_chunk(chunk, n))
 
     return over_population(local, mesh, (True, False, False, True, True), donate=(0,))
 
 
 def population_epoch(states: Any, x: Any, targets: Any, keys: Any, order_keys: Any, *,
-                     cfg: Any, bench: Any, mesh: Mesh | None) -> tuple[Any, Any]:
-    """One FF epoch of a population (``ff.train_epoch`` per device), split over ``mesh``; the
-    result does not depend on the mesh (see ``over_population``). ``states`` is donated: its
-    buffers become the new states', so do not use it after the call."""
-    return _train_program(cfg, bench, mesh)(states, x, targets, keys, order_keys)
+                     cfg: Any, bench: Any, mesh: Mesh | None, chunk: int = 1
+                     ) -> tuple[Any, Any]:
+    """One FF epoch of a population (``ff.train_epoch`` per device, in groups of ``chunk``
+    devices: ``ff.in_chunks``), split over ``mesh``; the result does not depend on the mesh when
+    ``chunk`` divides the devices per accelerator (see ``over_population``). ``states`` is
+    donated: its buffers become the new states', so do not use it after the call."""
+    return _train_program(cfg, bench, mesh, chunk)(states, x, targets, keys, order_keys)
 
 
 @functools.lru_cache(maxsize=64)
-def _eval_program(cfg: Any, chunk: int, bench: Any, mesh: Mesh | None) -> Callable[..., Any]:
+def _eval_program(cfg: Any, chunk: int, bench: Any, mesh: Mesh | None, group: int
+                  ) -> Callable[..., Any]:
     from mortal import ff
 
     def local(states: Any, x: Any, y: Any, keys: Any) -> Any:
-        return jax.lax.map(lambda a: ff.evaluate(a[0], x, y, a[1], cfg, chunk, bench),
-                           (states, keys))
+        n = jax.tree.leaves(states)[0].shape[0]
+        return ff.in_chunks(lambda s, k: ff.evaluate(s, x, y, k, cfg, chunk, bench),
+                            (states, keys), shard_chunk(group, n))
 
     return over_population(local, mesh, (True, False, False, True))
 
 
 def evaluate(states: Any, x: Any, y: Any, keys: Any, *, cfg: Any, chunk: int, bench: Any,
-             mesh: Mesh | None) -> Any:
-    """``ff.evaluate`` of every device of a population, split over ``mesh``."""
-    return _eval_program(cfg, chunk, bench, mesh)(states, x, y, keys)
+             mesh: Mesh | None, group: int = 1) -> Any:
+    """``ff.evaluate`` of every device of a population (images in chunks of ``chunk``, devices
+    in groups of ``group``), split over ``mesh``."""
+    return _eval_program(cfg, chunk, bench, mesh, group)(states, x, y, keys)

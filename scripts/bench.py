@@ -153,7 +153,7 @@ def bench_distill(preset: str, width: int, p: int, steps: int, repeats: int) -> 
     def local(s: ff.FFState, t: ff.FFState, xx: jax.Array, kk: jax.Array, sk: jax.Array
               ) -> Any:
         return distill.distill_epoch_fn(s, t, xx, None, kk, sk, cfg, dcfg, ff.BENCH, ff.BENCH,
-                                        vectorize=False)
+                                        chunk=1)
 
     program = parallel.over_population(local, None, (True, False, False, False, True),
                                        donate=(0,))

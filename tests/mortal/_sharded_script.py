@@ -57,7 +57,7 @@ students0 = ff.init_population(devices.spawn(spec, P, jax.random.key(5)),
 def distil(mesh):
     def local(s, t, xx, k, sk):
         return distill.distill_epoch_fn(s, t, xx, None, k, sk, cfg, dcfg, ff.BENCH, ff.BENCH,
-                                        vectorize=False)
+                                        chunk=1)
 
     program = parallel.over_population(local, mesh, (True, False, False, False, True),
                                        donate=(0,))

@@ -295,3 +295,18 @@ def test_invalid_learner_config_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="readout_from=3 leaves no layer"):
         ff.init(devices.fabricate(devices.preset("ideal", W), jax.random.key(0)),
                 dataclasses.replace(CFG, readout_from=3), 4)
+
+
+def test_in_chunks_applies_a_per_device_function_to_every_device() -> None:
+    xs = jnp.arange(24.0).reshape(6, 4)
+    ks = jnp.arange(6)
+
+    def fn(x, k):
+        return {"y": x * 2 + k, "s": jnp.sum(x)}
+
+    want = jax.vmap(fn)(xs, ks)
+    for chunk in (0, 1, 2, 3, 6, 9):
+        got = ff.in_chunks(fn, (xs, ks), chunk)
+        assert jnp.array_equal(got["y"], want["y"]) and jnp.array_equal(got["s"], want["s"])
+    with pytest.raises(ValueError, match="groups of 4"):
+        ff.in_chunks(fn, (xs, ks), 4)
