@@ -429,12 +429,13 @@ def run_table(path: Path) -> str:
             def pct(a: Any, i: int = i) -> Any:
                 return "-" if a is None or not np.isfinite(a[i]) else 100 * float(a[i])
 
+            test_err = pct(fin.get("test_goodness_error"))
             rows.append([name, i, info["recipe_name"],
                          f"{info['epochs_done']}/{info['planned_epochs']}", pct(last_val),
-                         pct(fin.get("test_goodness_error")), pct(fin.get("test_softmax_error")),
-                         pct(fin.get("test_agreement"))])
+                         test_err, "-" if test_err == "-" else 100 - test_err,
+                         pct(fin.get("test_softmax_error")), pct(fin.get("test_agreement"))])
     return format_table(["population", "device", "recipe", "epochs", "val err %",
-                         "test err %", "softmax err %", "agreement %"], rows)
+                         "test err %", "test acc %", "softmax err %", "agreement %"], rows)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
