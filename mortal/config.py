@@ -78,7 +78,7 @@ class DataSection:
     dataset: str = "digits"
     data_dir: str = ""
     train_limit: int = 0
-    eval_every: int = 1
+    eval_every: int = 2
     eval_limit: int = 0
 
     def __post_init__(self) -> None:
