@@ -95,12 +95,16 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     colors = {name: palette(i % 10) for i, name in enumerate(pops)}
     # 1. learning curves
     ax = axes[0, 0]
+    drawn = False
     for name in pops:
         m = runs.metrics(run, name)
         err = m.get("val_goodness_error")
         if err is None or not len(err):
             continue
         ok = np.isfinite(err).all(axis=1)
+        if not ok.any():  # a live run before its first validation
+            continue
+        drawn = True
         ep, e = m["epoch"][ok], 100 * err[ok]
         c = colors.get(name)
         ax.plot(ep, np.median(e, axis=1), color=c, lw=2, label=f"{name}: median")
@@ -108,10 +112,15 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
                         label=f"{name}: min–max over {e.shape[1]} devices")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation error % (goodness readout)")
-    ax.set_yscale("log")
+    if drawn:
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no validation measurement yet", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_title("learning curves")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if drawn:
+        ax.legend(fontsize=8)
     # 2. final error per device
     ax = axes[0, 1]
     x0 = 0

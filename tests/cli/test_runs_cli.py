@@ -337,3 +337,22 @@ def test_two_processes_write_the_same_run_as_one(reference: Path, tmp_path: Path
     assert not [ln for ln in outs[1][0].splitlines() if ln.strip() and "[Gloo]" not in ln]
     _assert_identical(reference, path)
     assert runs.attributes(path)["host"]["jax_devices"]  # written once, by process 0
+
+
+def test_plot_of_a_run_before_its_first_validation(tmp_path: Path) -> None:
+    """A live file whose only committed epoch has no validation yet still plots."""
+    from mortal import cli_jobs
+    from mortal.config import load_config
+    from mortal.plots import plot_run
+    from mortal.runlog import RunWriter
+
+    cfg = load_config(sets=["data.train_limit=200", "device.widths=[74,8,8]",
+                            "device.population=2", "train.readout_from=0",
+                            "run.phases=[\"train\"]"])
+    job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
+    path = tmp_path / "early.h5"
+    with RunWriter.create(path, attributes=job.attributes("test"),
+                          populations=job.plans()) as w:
+        w.append_epoch("train", 1, 10, 1.0, {"ff_loss": np.ones(2)})
+        out = plot_run(path, tmp_path / "early.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
