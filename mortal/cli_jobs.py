@@ -78,7 +78,7 @@ def load_data(cfg: RunConfig) -> Dataset:
         try:
             ds = load_dataset(d.dataset, d.data_dir or None)
         except DataError:
-            raise
+            raise  # already names the file and the fix
         except (ValueError, KeyError) as exc:
             raise JobError(f"data.dataset: {exc}") from None
     if d.train_limit:

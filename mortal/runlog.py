@@ -310,22 +310,6 @@ class RunWriter:
     def epochs_done(self, name: str) -> int:
         return int(self._f["populations"][name]["epochs"].shape[0])
 
-    def checkpoint(self, name: str) -> tuple[int, dict[str, np.ndarray]]:
-        """The newest committed checkpoint of population ``name``: (epoch, leaves)."""
-        g = self._f["populations"][name]
-        n = self.epochs_done(name)
-        epochs = g["checkpoint"]["epoch"][()]
-        usable = [(int(e), s) for s, e in enumerate(epochs) if 0 <= e <= n]
-        if not usable:
-            raise RunFileError(f"{self.path}: population {name!r} has no checkpoint to resume "
-                               "from")
-        epoch, slot = max(usable)
-        return epoch, {k: v[()] for k, v in g["checkpoint"][f"slot{slot}"].items()}
-
-    def last_wall_time(self, name: str) -> float:
-        ds = self._f["populations"][name]["wall_time"]
-        return float(ds[-1]) if ds.shape[0] else 0.0
-
     def write_checkpoint(self, name: str, epoch: int, leaves: Mapping[str, np.ndarray]) -> None:
         """Write a checkpoint for ``epoch`` into the slot not holding the newest one."""
 
@@ -380,9 +364,6 @@ class RunWriter:
             self._f.flush()
 
         self._guard(f"final results of {name!r}", do)
-
-    def lineage(self) -> list[dict[str, Any]]:
-        return [json.loads(r.decode()) for r in self._f["lineage"][()]]
 
     def add_lineage(self, rows: list[dict[str, Any]]) -> None:
         def do() -> None:
