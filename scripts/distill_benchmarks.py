@@ -42,13 +42,16 @@ import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
-from mortal import data, ff  # noqa: E402
+from mortal import data, ff, runs  # noqa: E402
 
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
     "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
                                      "label_placement": "prepend"}, 0.5),
-    "mnist": ((784, 1000, 1000, 1000), {"accumulate": 8.0}, 0.5),
+    # the rram periphery of scripts/ff_benchmarks.py mnist-rram (gain 0.12, no accumulation)
+    "mnist": ((784, 1000, 1000, 1000), {}, 0.12),
 }
+EXPERIMENTS = ("one-to-many", "fraction", "no-threes", "chain", "cross-recipe", "copy-ideal",
+               "mutual")
 
 
 def _spec(name: str, widths: tuple[int, ...], gain: float) -> devices.DeviceSpec:
@@ -82,6 +85,28 @@ def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array
     return students
 
 
+def load_state(path: str) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
+    """A population saved by ``scripts/ff_benchmarks.py --save-state`` (devices included)."""
+    z = np.load(path)
+    meta = json.loads(str(z["__meta__"]))
+    spec = devices.DeviceSpec.from_dict(meta["recipe"])
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["learner_config"].items()}
+    tcfg = ff.FFConfig(**kw)
+    n = z[next(k for k in z.files if k.startswith("state.step"))].shape[0]
+    template = ff.init_population(devices.spawn(spec, n, jax.random.key(0)), tcfg, 1)
+
+    def leaf(path: Any, t: jax.Array) -> jax.Array:
+        a = z[runs.leaf_name(("state",), path)]
+        if jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
+        if a.shape != t.shape or a.dtype != t.dtype:
+            raise SystemExit(f"{path}: saved leaf {runs.leaf_name(('state',), path)} has "
+                             f"{a.shape} {a.dtype}, expected {t.shape} {t.dtype}")
+        return jnp.asarray(a)
+
+    return jax.tree_util.tree_map_with_path(leaf, template), spec, tcfg
+
+
 def _scores(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.ndarray:
     """Goodness scores ``(P, N, C)`` of every member, in chunks (measure only)."""
     p = state.step.shape[0]
@@ -109,24 +134,34 @@ def _report(teacher_scores: np.ndarray, student_scores: np.ndarray, y: np.ndarra
             "kl": [r["kl"] for r in rows]}
 
 
+def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int
+            ) -> list[float]:
+    return [float(np.mean(a.argmax(-1) != y)) for a in _scores(state, x, cfg, seed)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", choices=sorted(SETUPS))
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=60,
+                        help="FF epochs of every trained or distilled population")
     parser.add_argument("--students", type=int, default=8)
     parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--fraction-epochs", type=int, default=None,
+                        help="epochs over the small transfer set (default: as many steps as "
+                        "--epochs over the whole set)")
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-state", default=None,
+                        help="a trained rram teacher saved by scripts/ff_benchmarks.py "
+                        "--save-state (device 0 is the teacher); default: train one here")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
     parser.add_argument("--experiments", nargs="+", default=["all"],
-                        choices=["all", "main", "mutual"],
-                        help="main: every teacher-student experiment; mutual: codistillation")
+                        choices=["all", *EXPERIMENTS],
+                        help="which experiments to run; results are merged into the JSON file")
     args = parser.parse_args()
-    selected = set(args.experiments)
-    run_main = bool(selected & {"all", "main"})
-    run_mutual = bool(selected & {"all", "mutual"})
+    selected = list(EXPERIMENTS) if "all" in args.experiments else args.experiments
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     ds = data.load(args.dataset, args.data_dir)
@@ -135,150 +170,175 @@ def main() -> None:
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
-    s, t = args.seed, args.temperature
-    results: dict[str, Any] = {"dataset": args.dataset, "epochs": args.epochs,
-                               "students": args.students, "temperature": t, "seed": s,
-                               "learner_config": dataclasses.asdict(cfg),
-                               "command": " ".join([sys.executable, *sys.argv])}
-    try:
-        results["git_revision"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        results["git_revision"] = "unknown"
+    s, t, n = args.seed, args.temperature, args.students
     out = Path(args.out) / f"distill_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not run_main and out.exists():  # add to an earlier run's results
-        results = {**json.loads(out.read_text()), **{k: v for k, v in results.items()
-                                                     if k in ("command", "git_revision")}}
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    results["dataset"] = args.dataset
 
     def save() -> None:
         tmp = out.with_suffix(".json.part")
         tmp.write_text(json.dumps(results, indent=2, default=str))
         os.replace(tmp, out)
 
-    start = time.perf_counter()
-    n = args.students
-
-    def log(name: str, row: dict[str, Any]) -> None:
-        row["elapsed_s"] = round(time.perf_counter() - start, 1)
+    def log(name: str, row: dict[str, Any], started: float) -> None:
+        try:
+            rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            rev = "unknown"
+        row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
+                   students=n, temperature=t, seed=s, git_revision=rev,
+                   teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
+                   command=" ".join([sys.executable, *sys.argv]))
         results[name] = row
         save()
         print(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in row.items()
-                                      if not isinstance(v, list)), flush=True)
+                                      if not isinstance(v, (list, dict))), flush=True)
 
-    if run_mutual:
-        shard = x.shape[0] // n
-        xs = x[: n * shard].reshape(n, shard, -1)
-        ys = y[: n * shard].reshape(n, shard)
-        scfg = distill.student_config(cfg, dcfg)
-        pop = devices.spawn(rram, n, jax.random.key(s + 700))
-        st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
-        shared = st
-        burn_in = cfg.epochs // 4  # shards alone first, then codistillation (Anil et al.)
-        for e in range(cfg.epochs):
-            st, shared, _ = distill.mutual_epoch(
-                st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e), cfg=cfg,
-                dcfg=dcfg, exchange_every=10, bench=ff.BENCH, distil=e >= burn_in)
-        mutual_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(st, xt, cfg, s + 14)]
-        alone = _train_ff(rram, 1, x[:shard], y[:shard], cfg, s + 702)  # one shard, no sharing
-        alone_err = [float(np.mean(a.argmax(-1) != yt)) for a in _scores(alone, xt, cfg, s + 15)]
-        full = _train_ff(rram, 1, x, y, cfg, s + 703)
-        full_err = float(np.mean(_scores(full, xt, cfg, s + 16)[0].argmax(-1) != yt))
-        log("mutual", {"device_error": mutual_err, "mean_device_error": float(np.mean(
-            mutual_err)), "shard_only_error": alone_err, "mean_shard_only_error": float(
-            np.mean(alone_err)), "all_labels_error": full_err, "exchange_every": 10,
-            "burn_in_epochs": burn_in,
-            "shard_size": int(shard)})
-        print(f"mutual: device error {100 * np.mean(mutual_err):.2f}% (shard alone "
-              f"{100 * np.mean(alone_err):.2f}%, one device on all labels {100 * full_err:.2f}%)")
-    if not run_main:
-        return
-    teacher = _train_ff(rram, 1, x, y, cfg, s)
-    t_scores = _scores(teacher, xt, cfg, s + 2)[0]
+    teacher = t_scores = None
+    if set(selected) - {"mutual", "copy-ideal"}:
+        started = time.perf_counter()
+        if args.teacher_state:
+            teacher, tspec, _tcfg = load_state(args.teacher_state)
+            if tspec.widths != widths:
+                raise SystemExit(f"--teacher-state: widths {tspec.widths} differ from the "
+                                 f"{args.dataset} setup's {widths}")
+            teacher = jax.tree.map(lambda a: a[:1], teacher)
+        else:
+            teacher = _train_ff(rram, 1, x, y, cfg, s)
+        t_scores = _scores(teacher, xt, cfg, s + 2)[0]
+        print(f"teacher: test error {100 * np.mean(t_scores.argmax(-1) != yt):.2f}% "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    single = None if teacher is None else jax.tree.map(lambda a: a[0], teacher)
 
-    students = _distill(teacher, rram, n, x, cfg, dcfg, s + 100)
-    row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
-    hard = _train_ff(rram, n, x, y, cfg, s + 100)
-    row["hard_label_error"] = [float(np.mean(a.argmax(-1) != yt))
-                               for a in _scores(hard, xt, cfg, s + 4)]
-    row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
-    single = jax.tree.map(lambda a: a[0], teacher)
-    fresh = devices.spawn(rram, n, jax.random.key(s + 100))
-    copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
-        fresh, jax.random.split(jax.random.key(s + 5), n))
-    row["weight_copy_error"] = [float(np.mean(a.argmax(-1) != yt))
-                                for a in _scores(copies, xt, cfg, s + 6)]
-    row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
-    log("one-to-many", row)
+    for name in selected:
+        started = time.perf_counter()
+        if name == "one-to-many":
+            students = _distill(teacher, rram, n, x, cfg, dcfg, s + 100)
+            row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
+            hard = _train_ff(rram, n, x, y, cfg, s + 100)
+            row["hard_label_error"] = _errors(hard, xt, yt, cfg, s + 4)
+            row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
+            fresh = devices.spawn(rram, n, jax.random.key(s + 100))
+            copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
+                fresh, jax.random.split(jax.random.key(s + 5), n))
+            row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6)
+            row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
+            log(name, row, started)
+        elif name == "fraction":
+            part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))
+            # default: the same number of learning steps as on the whole set
+            epochs = args.fraction_epochs or round(cfg.epochs * x.shape[0] / part.shape[0])
+            small = _distill(teacher, rram, n, part, dataclasses.replace(
+                cfg, batch_size=min(cfg.batch_size, part.shape[0]), epochs=epochs), dcfg,
+                s + 200)
+            log(name, {"fraction": args.fraction, "transfer_images": int(part.shape[0]),
+                       "fraction_epochs": epochs,
+                       **_report(t_scores, _scores(small, xt, cfg, s + 7), yt, t,
+                                 ds.n_classes)}, started)
+        elif name == "no-threes":
+            no3 = jnp.asarray(distill.without_classes(np.asarray(x), np.asarray(y), (3,)))
+            blind = _distill(teacher, rram, n, no3, cfg, dcfg, s + 300)
+            b_test = _scores(blind, xt, cfg, s + 8)
+            b_val = _scores(blind, jnp.asarray(ds.x_val), cfg, s + 9)
+            threes = yt == 3
+            before, after = [], []
+            for sc_t, sc_v in zip(b_test, b_val, strict=True):
+                bias = np.asarray(distill.fit_class_bias(jnp.asarray(sc_v / t),
+                                                         jnp.asarray(ds.y_val)))
+                before.append(float(np.mean(sc_t[threes].argmax(-1) == 3)))
+                after.append(float(np.mean((sc_t[threes] / t + bias).argmax(-1) == 3)))
+            log(name, {"test3_accuracy_before": before, "test3_accuracy_after": after,
+                       "mean_before": float(np.mean(before)),
+                       "mean_after": float(np.mean(after)),
+                       **_report(t_scores, b_test, yt, t, ds.n_classes)}, started)
+        elif name == "chain":
+            states, lineage = distill.chain(single, rram, args.generations, x, None, cfg, dcfg,
+                                            epochs=args.epochs, seed=s + 400)
+            errors = [_errors(jax.tree.map(lambda a: a[None], st), xt, yt, cfg, s + 10)[0]
+                      for st in states]
+            log(name, {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
+                       "lineage": lineage}, started)
+        elif name == "cross-recipe":
+            cross = _distill(teacher, pcm, n, x, cfg, dcfg, s + 500)
+            log(name, {"teacher": "rram", "students": "pcm",
+                       **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
+                                 ds.n_classes)}, started)
+        elif name == "copy-ideal":
+            ideal = devices.preset("ideal", widths)
+            it = _train_ff(ideal, 1, x, y, cfg, s + 600)
+            other = devices.fabricate(ideal, jax.random.key(s + 601))
+            copied = distill.copy_weights(jax.tree.map(lambda a: a[0], it), other,
+                                          key=jax.random.key(1))
+            log(name, {"teacher_error": _errors(it, xt, yt, cfg, s + 12)[0],
+                       "copy_error": _errors(jax.tree.map(lambda a: a[None], copied), xt, yt,
+                                             cfg, s + 13)[0]}, started)
+        elif name == "mutual":
+            shard = x.shape[0] // n
+            xs = x[: n * shard].reshape(n, shard, -1)
+            ys = y[: n * shard].reshape(n, shard)
+            scfg = distill.student_config(cfg, dcfg)
+            pop = devices.spawn(rram, n, jax.random.key(s + 700))
+            st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
+            shared = st
+            burn_in = cfg.epochs // 4  # shards alone first, then codistillation (Anil et al.)
+            for e in range(cfg.epochs):
+                st, shared, _ = distill.mutual_epoch(
+                    st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e),
+                    cfg=cfg, dcfg=dcfg, exchange_every=10, bench=ff.BENCH, distil=e >= burn_in)
+            mutual_err = _errors(st, xt, yt, cfg, s + 14)
+            alone = _train_ff(rram, 1, x[:shard], y[:shard], cfg, s + 702)  # one shard alone
+            alone_err = _errors(alone, xt, yt, cfg, s + 15)
+            full = _train_ff(rram, 1, x, y, cfg, s + 703)
+            full_err = _errors(full, xt, yt, cfg, s + 16)[0]
+            log(name, {"device_error": mutual_err,
+                       "mean_device_error": float(np.mean(mutual_err)),
+                       "shard_only_error": alone_err,
+                       "mean_shard_only_error": float(np.mean(alone_err)),
+                       "all_labels_error": full_err, "exchange_every": 10,
+                       "burn_in_epochs": burn_in, "shard_size": int(shard)}, started)
+    print_table(results)
 
-    part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))
-    # the same number of learning steps as on the whole set: epochs scale with 1 / fraction
-    small = _distill(teacher, rram, n, part, dataclasses.replace(
-        cfg, batch_size=min(cfg.batch_size, part.shape[0]),
-        epochs=round(cfg.epochs * x.shape[0] / part.shape[0])), dcfg, s + 200)
-    log("fraction", {"fraction": args.fraction, "transfer_images": int(part.shape[0]),
-                     **_report(t_scores, _scores(small, xt, cfg, s + 7), yt, t, ds.n_classes)})
 
-    no3 = jnp.asarray(distill.without_classes(np.asarray(x), np.asarray(y), (3,)))
-    blind = _distill(teacher, rram, n, no3, cfg, dcfg, s + 300)
-    b_test = _scores(blind, xt, cfg, s + 8)
-    b_val = _scores(blind, jnp.asarray(ds.x_val), cfg, s + 9)
-    threes = yt == 3
-    before, after = [], []
-    for sc_t, sc_v in zip(b_test, b_val, strict=True):
-        bias = np.asarray(distill.fit_class_bias(jnp.asarray(sc_v / t),
-                                                 jnp.asarray(ds.y_val)))
-        before.append(float(np.mean(sc_t[threes].argmax(-1) == 3)))
-        after.append(float(np.mean((sc_t[threes] / t + bias).argmax(-1) == 3)))
-    log("no-threes", {"test3_accuracy_before": before, "test3_accuracy_after": after,
-                      "mean_before": float(np.mean(before)), "mean_after": float(np.mean(after)),
-                      **_report(t_scores, b_test, yt, t, ds.n_classes)})
-
-    states, lineage = distill.chain(single, rram, args.generations, x, None, cfg, dcfg,
-                                    epochs=args.epochs, seed=s + 400)
-    errors = [float(np.mean(_scores(jax.tree.map(lambda a: a[None], st), xt, cfg, s + 10)[0]
-                            .argmax(-1) != yt)) for st in states]
-    log("chain", {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
-                  "lineage": lineage})
-
-    cross = _distill(teacher, pcm, n, x, cfg, dcfg, s + 500)
-    log("cross-recipe", {"teacher": "rram", "students": "pcm",
-                         **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
-                                   ds.n_classes)})
-
-    ideal = devices.preset("ideal", widths)
-    it = _train_ff(ideal, 1, x, y, cfg, s + 600)
-    other = devices.fabricate(ideal, jax.random.key(s + 601))
-    copied = distill.copy_weights(jax.tree.map(lambda a: a[0], it), other, key=jax.random.key(1))
-    log("copy-ideal", {
-        "teacher_error": float(np.mean(_scores(it, xt, cfg, s + 12)[0].argmax(-1) != yt)),
-        "copy_error": float(np.mean(_scores(jax.tree.map(lambda a: a[None], copied), xt, cfg,
-                                            s + 13)[0].argmax(-1) != yt))})
-    results["complete"] = True
-    save()
-
-    r = results
-    table = [
-        ("one teacher -> students (mean err %)", 100 * r["one-to-many"]["mean_student_error"],
-         f"teacher {100 * r['one-to-many']['teacher_error']:.2f}%, agreement "
-         f"{100 * r['one-to-many']['mean_agreement']:.1f}%"),
-        ("same students, hard labels", 100 * r["one-to-many"]["mean_hard_label_error"], ""),
-        ("weight copy into the students", 100 * r["one-to-many"]["mean_weight_copy_error"],
-         "immortal control arm"),
-        (f"transfer set {100 * args.fraction:g}%", 100 * r["fraction"]["mean_student_error"],
-         f"agreement {100 * r['fraction']['mean_agreement']:.1f}%"),
-        ("no 3s: test-3 accuracy before -> after bias", 100 * r["no-threes"]["mean_before"],
-         f"-> {100 * r['no-threes']['mean_after']:.1f}%"),
-        (f"chain of {args.generations}: last generation err", 100 * r["chain"][
-            "generation_error"][-1], " ".join(f"{100 * e:.1f}" for e in r["chain"][
-                "generation_error"])),
-        ("rram teacher -> pcm students", 100 * r["cross-recipe"]["mean_student_error"],
-         f"agreement {100 * r['cross-recipe']['mean_agreement']:.1f}%"),
-        ("ideal -> ideal weight copy", 100 * r["copy-ideal"]["copy_error"],
-         f"teacher {100 * r['copy-ideal']['teacher_error']:.2f}%"),
-    ]
-    w = max(len(a) for a, _, _ in table)
+def print_table(r: dict[str, Any]) -> None:
+    """One line per experiment found in the results (from this run or earlier ones)."""
+    table = []
+    if "one-to-many" in r:
+        o = r["one-to-many"]
+        table += [
+            ("one teacher -> students (mean err %)", 100 * o["mean_student_error"],
+             f"teacher {100 * o['teacher_error']:.2f}%, agreement "
+             f"{100 * o['mean_agreement']:.1f}%"),
+            ("same students, hard labels", 100 * o["mean_hard_label_error"], ""),
+            ("weight copy into the students", 100 * o["mean_weight_copy_error"],
+             "immortal control arm")]
+    if "fraction" in r:
+        f = r["fraction"]
+        table.append((f"transfer set {100 * f['fraction']:g}%", 100 * f["mean_student_error"],
+                      f"teacher {100 * f['teacher_error']:.2f}%, agreement "
+                      f"{100 * f['mean_agreement']:.1f}%"))
+    if "no-threes" in r:
+        b = r["no-threes"]
+        table.append(("no 3s: test-3 accuracy before -> after bias", 100 * b["mean_before"],
+                      f"-> {100 * b['mean_after']:.1f}%"))
+    if "chain" in r:
+        c = r["chain"]["generation_error"]
+        table.append((f"chain of {len(c) - 1}: last generation err", 100 * c[-1],
+                      "teacher first: " + " ".join(f"{100 * e:.1f}" for e in c)))
+    if "cross-recipe" in r:
+        x = r["cross-recipe"]
+        table.append(("rram teacher -> pcm students", 100 * x["mean_student_error"],
+                      f"agreement {100 * x['mean_agreement']:.1f}%"))
+    if "copy-ideal" in r:
+        table.append(("ideal -> ideal weight copy", 100 * r["copy-ideal"]["copy_error"],
+                      f"teacher {100 * r['copy-ideal']['teacher_error']:.2f}%"))
+    if "mutual" in r:
+        m = r["mutual"]
+        table.append(("mutual: device error (mean)", 100 * m["mean_device_error"],
+                      f"shard alone {100 * m['mean_shard_only_error']:.2f}%, all labels "
+                      f"{100 * m['all_labels_error']:.2f}%"))
+    w = max([len(a) for a, _, _ in table] + [10])
     print(f"{'experiment':<{w}}  {'value %':>8}  notes")
     for a, v, note in table:
         print(f"{a:<{w}}  {v:8.2f}  {note}")
