@@ -1,0 +1,120 @@
+"""Where does the `rram` preset lose accuracy on MNIST, and which periphery setting recovers it?
+
+Short runs (784-500-500-500, the first ``--train`` MNIST training images, ``--epochs`` epochs,
+Hinton's learner recipe, one device, seed 0) with one part of the physics or of the periphery
+changed at a time; validation error on the first 2,000 validation images, goodness readout and
+one-pass softmax readout. Writes ``scripts/results/rram_ablation.json`` and prints a table.
+
+Reproduce (≈ 6 minutes on 2 CPU cores)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data
+
+The rows answer three questions: which physics costs accuracy (write noise, step noise, the
+update model, the read path, the neurons), whether digital accumulation of requests helps, and
+which read gain (the periphery's scale between digital weights and conductances) is best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import devices  # noqa: E402
+from mortal import data, ff  # noqa: E402
+
+_RRAM = devices.preset("rram", (784, 500, 500, 500))
+_SYN = dataclasses.asdict(_RRAM.synapse)
+_CLEAN = {**_SYN, "update_model": "constant_step", "step_noise": 0.0, "write_noise": 0.0,
+          "dw_min_sigma": 0.0, "up_down_sigma": 0.0, "bound_sigma": 0.0}
+
+# name → (preset, learner config changes, recipe changes)
+ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
+    "ideal": ("ideal", {}, {}),
+    "rram, gain 0.5, accumulate 8 (session-1 recipe)": (
+        "rram", {"accumulate": 8.0}, {"read": {"gain": 0.5}}),
+    "rram, gain 0.5": ("rram", {}, {"read": {"gain": 0.5}}),
+    "rram, gain 0.5, no write noise": (
+        "rram", {}, {"read": {"gain": 0.5}, "synapse": {**_SYN, "write_noise": 0.0}}),
+    "rram, gain 0.5, no step noise": (
+        "rram", {}, {"read": {"gain": 0.5}, "synapse": {**_SYN, "step_noise": 0.0}}),
+    "rram, gain 0.5, clean constant-step synapses": (
+        "rram", {}, {"read": {"gain": 0.5}, "synapse": _CLEAN}),
+    "rram, gain 0.5, clean synapses, accumulate 8": (
+        "rram", {"accumulate": 8.0}, {"read": {"gain": 0.5}, "synapse": _CLEAN}),
+    "rram read path and neurons, ideal synapses": (
+        "rram", {}, {"read": {"gain": 0.5},
+                     "synapse": dataclasses.asdict(devices.preset("ideal").synapse)}),
+    "rram, gain 0.05": ("rram", {}, {"read": {"gain": 0.05}}),
+    "rram, gain 0.12 (chosen)": ("rram", {}, {"read": {"gain": 0.12}}),
+    "rram, gain 0.12, accumulate 2": ("rram", {"accumulate": 2.0}, {"read": {"gain": 0.12}}),
+    "rram, gain 0.12, no write noise": (
+        "rram", {}, {"read": {"gain": 0.12}, "synapse": {**_SYN, "write_noise": 0.0}}),
+    "rram, gain 0.25": ("rram", {}, {"read": {"gain": 0.25}}),
+}
+
+
+def run_row(preset: str, cfg_changes: dict[str, Any], spec_changes: dict[str, dict[str, Any]],
+            ds: data.Dataset, args: argparse.Namespace) -> dict[str, float]:
+    spec = devices.preset(preset, (784, args.width, args.width, args.width))
+    for part, changes in spec_changes.items():
+        spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
+    cfg = ff.FFConfig(epochs=args.epochs, **cfg_changes)
+    x, y = jnp.asarray(ds.x_train[: args.train]), jnp.asarray(ds.y_train[: args.train])
+    xv, yv = jnp.asarray(ds.x_val[:2000]), jnp.asarray(ds.y_val[:2000])
+    pop = devices.spawn(spec, 1, jax.random.key(args.seed))
+    state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
+    start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        keys, order = ff.epoch_keys(jax.random.key(args.seed + 1), epoch, 1, cfg)
+        state, _ = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
+    ev = ff.evaluate_population(state, xv, yv, jax.random.split(jax.random.key(args.seed + 2), 1),
+                                cfg, 1000, ff.BENCH)
+    return {"val_goodness_error": float(ev["goodness_error"][0]),
+            "val_softmax_error": float(ev["softmax_error"][0]),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--train", type=int, default=10_000, help="training images used")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "rram_ablation.json"))
+    args = parser.parse_args()
+    ds = data.load("mnist", args.data_dir)
+    result: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]),
+                              "train_images": args.train, "epochs": args.epochs,
+                              "widths": [784, args.width, args.width, args.width],
+                              "seed": args.seed, "rows": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, (preset, cfg_changes, spec_changes) in ROWS.items():
+        result["rows"][name] = run_row(preset, cfg_changes, spec_changes, ds, args)
+        tmp = out.with_suffix(".json.part")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out)
+        r = result["rows"][name]
+        print(f"{name:<52} {100 * r['val_goodness_error']:6.2f} "
+              f"{100 * r['val_softmax_error']:6.2f}", flush=True)
+    print(f"\n{'setting':<52} {'good.%':>6} {'soft.%':>6}  (validation error)")
+    for name, r in result["rows"].items():
+        print(f"{name:<52} {100 * r['val_goodness_error']:6.2f} "
+              f"{100 * r['val_softmax_error']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
