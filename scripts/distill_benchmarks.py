@@ -95,13 +95,14 @@ def load_state(path: str) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
     n = z[next(k for k in z.files if k.startswith("state.step"))].shape[0]
     template = ff.init_population(devices.spawn(spec, n, jax.random.key(0)), tcfg, 1)
 
-    def leaf(path: Any, t: jax.Array) -> jax.Array:
-        a = z[runs.leaf_name(("state",), path)]
+    def leaf(key_path: Any, t: jax.Array) -> jax.Array:
+        name = runs.leaf_name(("state",), key_path)
+        a = z[name]
         if jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
         if a.shape != t.shape or a.dtype != t.dtype:
-            raise SystemExit(f"{path}: saved leaf {runs.leaf_name(('state',), path)} has "
-                             f"{a.shape} {a.dtype}, expected {t.shape} {t.dtype}")
+            raise SystemExit(f"{path}: saved leaf {name} has {a.shape} {a.dtype}, expected "
+                             f"{t.shape} {t.dtype}")
         return jnp.asarray(a)
 
     return jax.tree_util.tree_map_with_path(leaf, template), spec, tcfg
@@ -181,12 +182,13 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=2, default=str))
         os.replace(tmp, out)
 
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        rev = "unknown"
+
     def log(name: str, row: dict[str, Any], started: float) -> None:
-        try:
-            rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            rev = "unknown"
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
                    students=n, temperature=t, seed=s, git_revision=rev,
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
@@ -200,10 +202,15 @@ def main() -> None:
     if set(selected) - {"mutual", "copy-ideal"}:
         started = time.perf_counter()
         if args.teacher_state:
-            teacher, tspec, _tcfg = load_state(args.teacher_state)
+            teacher, tspec, tcfg = load_state(args.teacher_state)
             if tspec.widths != widths:
                 raise SystemExit(f"--teacher-state: widths {tspec.widths} differ from the "
                                  f"{args.dataset} setup's {widths}")
+            # the teacher is measured with this run's label embedding: it must be its own
+            embed = ("n_classes", "label_strength", "label_placement", "mode")
+            if any(getattr(tcfg, f) != getattr(cfg, f) for f in embed):
+                raise SystemExit(f"--teacher-state: the teacher was trained with another label "
+                                 f"embedding ({', '.join(embed)}) than the {args.dataset} setup")
             teacher = jax.tree.map(lambda a: a[:1], teacher)
         else:
             teacher = _train_ff(rram, 1, x, y, cfg, s)
