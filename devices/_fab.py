@@ -8,6 +8,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from . import _noise
 from ._device import Device, DeviceState, LayerPhysics, bounds, pin
 from ._spec import DeviceSpec, LayerSpec
 
@@ -137,7 +138,7 @@ def write_offset(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
     """A fresh read offset left by a write: ``write_noise · dw_min · N(0, 1)`` (c2c)."""
     syn = layer.synapse
     shape = (layer.n_in + 1, layer.n_out)
-    offset = syn.write_noise * syn.dw_min * jax.random.normal(key, shape, jnp.float32)
+    offset = syn.write_noise * syn.dw_min * _noise.normal(key, shape)
     if phys.mask is not None:
         offset = jnp.where(phys.mask, offset, 0.0)
     if phys.stuck is not None:

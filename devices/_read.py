@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import _noise
 from ._curves import transfer
 from ._device import Device, LayerPhysics, Measurement
 from ._spec import LayerSpec, ReadSpec
@@ -97,7 +98,7 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
     noise = None
     if read.out_noise > 0:
         assert key is not None
-        noise = jax.random.normal(jax.random.fold_in(key, 0), currents.shape, jnp.float32)
+        noise = _noise.normal(jax.random.fold_in(key, 0), currents.shape)
         currents = currents + (read.out_noise * scale) * noise
     if read.out_bound is not None:
         bound = read.out_bound * scale
@@ -109,7 +110,7 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
         assert key is not None and phys.fail_noisy is not None
         dead = age >= phys.fail_time
         if noise is None:
-            noise = jax.random.normal(jax.random.fold_in(key, 1), y.shape, jnp.float32)
+            noise = _noise.normal(jax.random.fold_in(key, 1), y.shape)
         # a dead neuron's own output-noise draw is otherwise unused: it is its garbage
         garbage = fail_noise * jnp.abs(noise)
         y = jnp.where(dead, jnp.where(phys.fail_noisy, garbage, 0.0), y)

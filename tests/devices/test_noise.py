@@ -1,0 +1,74 @@
+"""The c2c hash generator: right distributions, independent streams, deterministic, vmappable."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from devices import _noise
+
+N = 200_000
+
+
+def test_uniform_is_uniform_on_the_unit_interval() -> None:
+    u = np.asarray(_noise.uniform(jax.random.key(0), (N,)))
+    assert u.dtype == np.float32 and u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    counts = np.histogram(u, bins=64, range=(0, 1))[0]
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_normal_is_standard_normal() -> None:
+    z = np.asarray(_noise.normal(jax.random.key(1), (N,)))
+    assert z.dtype == np.float32 and np.all(np.isfinite(z))
+    assert abs(z.mean()) < 5 / np.sqrt(N) and abs(z.std() - 1) < 0.01
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(stats.kurtosis(z)) < 0.05  # Gaussian tails, not a sum of a few uniforms
+    assert np.abs(z).max() < 5.5
+
+
+def test_neighbours_and_keys_are_uncorrelated() -> None:
+    a = np.asarray(_noise.normal(jax.random.key(2), (N,)))
+    b = np.asarray(_noise.normal(jax.random.key(3), (N,)))
+    c = np.asarray(_noise.normal(jax.random.fold_in(jax.random.key(2), 1), (N,)))
+    limit = 5 / np.sqrt(N)
+    for lag in (1, 2, 1000):
+        assert abs(np.corrcoef(a[:-lag], a[lag:])[0, 1]) < limit
+    assert abs(np.corrcoef(a, b)[0, 1]) < limit
+    assert abs(np.corrcoef(a, c)[0, 1]) < limit
+    # no shifted copy of one stream inside another (a Weyl-sequence failure mode): 32-bit words
+    # of two keys coincide only by chance (expected 5,000 · 200,000 / 2^32 ≈ 0.2 times)
+    wa = np.asarray(_noise.bits(jax.random.key(2), (5000,)))
+    wb = np.asarray(_noise.bits(jax.random.key(3), (N,)))
+    assert len(np.intersect1d(wa, wb)) <= 3
+
+
+def test_bits_are_balanced_per_bit_position() -> None:
+    w = np.asarray(_noise.bits(jax.random.key(4), (N,)))
+    ones = ((w[:, None] >> np.arange(32, dtype=np.uint32)) & 1).mean(axis=0)
+    assert np.all(np.abs(ones - 0.5) < 5 * 0.5 / np.sqrt(N))
+
+
+def test_same_key_same_numbers_and_shape_is_a_reshape() -> None:
+    k = jax.random.key(5)
+    a = _noise.normal(k, (30, 40))
+    assert a.shape == (30, 40)
+    np.testing.assert_array_equal(a, _noise.normal(k, (30, 40)))
+    np.testing.assert_array_equal(np.asarray(a).ravel(), _noise.normal(k, (1200,)))
+    assert _noise.uniform(k, (0, 3)).shape == (0, 3)
+
+
+def test_vmap_over_keys_equals_one_call_per_key() -> None:
+    keys = jax.random.split(jax.random.key(6), 4)
+    batched = jax.jit(jax.vmap(lambda k: _noise.uniform(k, (7, 9))))(keys)
+    for i in range(4):
+        np.testing.assert_array_equal(batched[i], _noise.uniform(keys[i], (7, 9)))
+    assert not jnp.array_equal(batched[0], batched[1])
+
+
+def test_too_many_elements_is_refused() -> None:
+    with pytest.raises(ValueError, match="2\\^32"):
+        _noise.bits(jax.random.key(0), (2**16, 2**16))
