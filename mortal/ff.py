@@ -437,11 +437,15 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     if cfg.mode == "supervised":
         negatives = sample_negatives(k_neg, positives, logits, cfg)
         x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
-        m_pos = bench.measure(state.device, x_pos, key=k_m1)
+        # one bench call drives both batches (2B rows): the same physics as two calls, each row
+        # with its own read noise, but matrices twice as tall and one set of weight reads
+        both = bench.measure(state.device, jnp.concatenate([x_pos, x_neg]), key=k_m1)
+        b = x.shape[0]
+        m_pos = jax.tree.map(lambda a: a[:b], both)
+        m_neg = jax.tree.map(lambda a: a[b:], both)
     else:
-        x_neg = hybrid_images(k_hyb, x, cfg)
         m_pos = m0  # real images are the positive data; no label lines
-    m_neg = bench.measure(state.device, x_neg, key=k_m2)
+        m_neg = bench.measure(state.device, hybrid_images(k_hyb, x, cfg), key=k_m2)
     grads, losses = ff_gradients(m_pos, m_neg, spec, cfg)
     requests, opt_state, sent, pending = _requests(state, grads, cfg, steps_per_epoch)
     device = bench.program(state.device, requests, key=k_prog)
