@@ -10,13 +10,15 @@ Reproduce, for example::
     python scripts/ff_benchmarks.py mnist-ideal --data-dir ../shared/data   # long: 100 epochs
 
 Results go to ``scripts/results/ff_<experiment>.json`` (rewritten after every evaluation, so an
-interrupted run keeps what it had; ``"complete": false`` until the end). Seeds: fab key
+interrupted run keeps what it had; ``"complete": false`` until the end). ``--set KEY=VALUE``
+changes a learner-config field and ``--tag`` names the variant's file. Seeds: fab key
 ``--seed`` (default 0), training key ``--seed + 1``, evaluation key ``--seed + 2``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -88,12 +90,29 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def build(exp: Experiment, epochs: int) -> tuple[devices.DeviceSpec, ff.FFConfig]:
+def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None
+          ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
     spec = devices.preset(exp.preset, exp.widths)
     for part, changes in exp.spec_changes.items():
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
-    cfg = ff.FFConfig(epochs=epochs, **exp.cfg)
+    cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
     return spec, cfg
+
+
+def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``KEY=VALUE`` learner-config overrides (values as Python literals, else strings)."""
+    known = {f.name for f in dataclasses.fields(ff.FFConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                         f"{', '.join(sorted(known))}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
 
 
 def _git_revision() -> str:
@@ -112,7 +131,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
-    spec, cfg = build(exp, epochs)
+    spec, cfg = build(exp, epochs, args.overrides)
     ds = data.load(exp.dataset, args.data_dir)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
@@ -121,7 +140,7 @@ def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
     x_val, y_val = jnp.asarray(ds.x_val), jnp.asarray(ds.y_val)
     state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
     train_key, eval_key = jax.random.key(args.seed + 1), jax.random.key(args.seed + 2)
-    out = Path(args.out) / f"ff_{name}.json"
+    out = Path(args.out) / f"ff_{name}{'-' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "experiment": name, "target": exp.target, "dataset": exp.dataset,
@@ -198,7 +217,17 @@ def main() -> None:
     parser.add_argument("--save-state", action="store_true",
                         help="also save the trained population as <out>/ff_<experiment>.npz "
                         "(a teacher for scripts/distill_benchmarks.py --teacher-state)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a learner-config field (ff.FFConfig), e.g. "
+                        "--set weight_decay=0.002; repeatable")
+    parser.add_argument("--tag", default="", help="suffix of the result file name "
+                        "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
+    args.overrides = parse_overrides(args.set, parser)
+    try:
+        build(EXPERIMENTS[args.experiments[0]], 1, args.overrides)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--set: {exc}")
     rows = []
     for name in args.experiments:
         r = run(name, EXPERIMENTS[name], args)
