@@ -222,7 +222,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-gb", type=float, default=12.0)
     ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench.json"))
+    ap.add_argument("--only", choices=("ff", "rram", "distill", "eval"), action="append",
+                    help="run only these sections (repeatable; 'rram' also times the ideal P = 1 "
+                    "reference it is compared with)")
     args = ap.parse_args()
+    only = set(args.only or ("ff", "rram", "distill", "eval"))
     widths = (500,) if args.quick else (500, 1000, 2000)
     pops = (1, 4) if args.quick else (1, 4, 16, 64)
     steps = 3 if args.quick else args.steps
@@ -237,20 +241,24 @@ def main() -> int:
         write_json_atomic(Path(args.out), payload)
 
     print(table(rows, mm), flush=True)
+    ref_w = 500 if args.quick else 1000
+    if "ff" not in only:  # the references the other sections are compared with
+        widths, pops = (ref_w,), (1,)
     for w in widths:
         for p in pops:
-            for program in ("map", "vmap"):
+            for program in ("map", "vmap") if "ff" in only else ("map",):
                 if estimated_gb("ideal", w, p) > args.max_gb:
                     add({"section": "ff", "preset": "ideal", "widths": f"784-{w}-{w}-{w}",
                          "P": p, "skipped": f"state over --max-gb {args.max_gb}"})
                     break
                 add(bench_ff("ideal", w, p, steps, args.repeats, program))
-    ref_w = 500 if args.quick else 1000
-    for p in (1, 4) if args.quick else (1, 16):
+    for p in ((1, 4) if args.quick else (1, 16)) if "rram" in only else ():
         add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
     for p in (1, 4) if args.quick else (1, 16):
-        add(bench_distill("ideal", ref_w, p, steps, args.repeats))
-        add(bench_eval("ideal", ref_w, p, 1000 if args.quick else 2000, args.repeats))
+        if "distill" in only:
+            add(bench_distill("ideal", ref_w, p, steps, args.repeats))
+        if "eval" in only:
+            add(bench_eval("ideal", ref_w, p, 1000 if args.quick else 2000, args.repeats))
     print()
     print(table(rows, mm))
     summary = summarise(rows, ref_w)
