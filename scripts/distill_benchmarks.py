@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
@@ -65,7 +66,7 @@ def _train_ff(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, cfg:
               seed: int) -> ff.FFState:
     pop = devices.spawn(spec, n, jax.random.key(seed))
     state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
-    for e in range(cfg.epochs):
+    for e in tqdm(range(cfg.epochs), desc=f"FF {n}x{spec.name}", unit="epoch", leave=False):
         keys, order = ff.epoch_keys(jax.random.key(seed + 1), e, n, cfg)
         state, _ = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
     return state
@@ -76,7 +77,8 @@ def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array
     scfg = distill.student_config(cfg, dcfg)
     pop = devices.spawn(spec, n, jax.random.key(seed))
     students = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
-    for e in range(cfg.epochs):
+    for e in tqdm(range(cfg.epochs), desc=f"distil -> {n}x{spec.name}", unit="epoch",
+                  leave=False):
         k = jax.random.fold_in(jax.random.key(seed + 1), e)
         students, _ = distill.distill_epoch(students, teacher, x, None, k,
                                             jax.random.split(jax.random.fold_in(k, 1), n),
