@@ -11,7 +11,7 @@ caller's key (one small Threefry call per array): a Weyl step, then two rounds o
 integer finaliser (xor-shift / multiply with the "lowbias32" constants published by
 C. Wellons, 2018, "Prospecting for hash functions"), about 15 operations that XLA fuses into the
 consumer. The distributions are the same as before (uniform on [0, 1) with 24-bit resolution;
-standard normal by the inverse error function, tails to ±5.4 σ); what is given up is
+standard normal by the inverse error function, tails to ±5.3 σ); what is given up is
 cryptographic strength, which a noise model does not need. Draws are a pure function of
 ``(key, shape)``: the same key gives the same numbers on the same machine, and ``vmap`` over keys
 gives each device its own stream. Fabrication (d2d draws, once per device) keeps JAX's generator.
@@ -55,8 +55,15 @@ def uniform(key: Array, shape: tuple[int, ...]) -> Array:
     return (bits(key, shape) >> 8).astype(jnp.float32) * np.float32(2.0**-24)
 
 
+def normal_from_bits(b: Array) -> Array:
+    """Standard normals from ``uint32`` words: ``√2 · erfinv(u)`` with ``u`` on the 2^23 points
+    ``(m + ½) · 2^-22 − 1``, ``m`` = the word's top 23 bits. Every step is exact in float32, so
+    ``|u| ≤ 1 − 2^-23`` and ``|values| ≤ 5.3`` (never ±inf); symmetric about 0."""
+    m = (b >> 9).astype(jnp.float32)
+    u = (m + np.float32(0.5)) * np.float32(2.0**-22) - np.float32(1.0)
+    return np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)
+
+
 def normal(key: Array, shape: tuple[int, ...]) -> Array:
-    """Standard normal: float32 array of ``shape`` (inverse error function of a uniform on
-    (−1, 1) with 2^-23 spacing, symmetric about 0; |values| ≤ 5.4)."""
-    u = ((bits(key, shape) >> 8).astype(jnp.float32) + np.float32(0.5)) * np.float32(2.0**-23)
-    return np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u - np.float32(1.0))
+    """Standard normal: float32 array of ``shape`` (see ``normal_from_bits``)."""
+    return normal_from_bits(bits(key, shape))

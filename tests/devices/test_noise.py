@@ -30,6 +30,23 @@ def test_normal_is_standard_normal() -> None:
     assert np.abs(z).max() < 5.5
 
 
+def test_extreme_words_give_finite_symmetric_normals() -> None:
+    # the words that map to the ends of the uniform grid: a rounding slip there gives ±inf once
+    # in ~2^24 draws, i.e. in nearly every program() call on a large device
+    words = jnp.asarray([0, 511, 512, 2**31 - 1, 2**31, 2**32 - 512, 2**32 - 1], jnp.uint32)
+    z = np.asarray(_noise.normal_from_bits(words))
+    assert np.all(np.isfinite(z)) and np.abs(z).max() < 5.5
+    assert z[0] == z[1] == -z[-1] == -z[-2] and z[0] < -5.0
+    assert z[3] == -z[4] and abs(z[3]) < 1e-6
+    u = np.asarray(_noise.uniform(jax.random.key(0), (4 * N,)))
+    assert u.max() < 1.0
+
+
+def test_a_large_draw_has_no_infinities() -> None:
+    z = _noise.normal(jax.random.key(7), (2**25,))  # 2^25 words: each grid end expected ~4 times
+    assert bool(jnp.all(jnp.isfinite(z)))
+
+
 def test_neighbours_and_keys_are_uncorrelated() -> None:
     a = np.asarray(_noise.normal(jax.random.key(2), (N,)))
     b = np.asarray(_noise.normal(jax.random.key(3), (N,)))
