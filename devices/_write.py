@@ -48,9 +48,9 @@ def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, key: 
         target = w + n * jnp.where(up, dw_up, dw_down)
     elif syn.update_model == "soft_bounds":  # one power per synapse: the bound it moves toward
         bound = jnp.where(up, hi, lo)
+        step = jnp.where(up, dw_up, dw_down)
         # shrink^count as exp(count · log1p(−step/|bound|)): a generic power costs ~10× more
-        log_shrink = jnp.where(up, jnp.log1p(-dw_up / hi), jnp.log1p(-dw_down / (-lo)))
-        target = bound - (bound - w) * jnp.exp(count * log_shrink)
+        target = bound - (bound - w) * jnp.exp(count * jnp.log1p(-step / jnp.abs(bound)))
     else:  # pragma: no cover - ideal is handled by the caller
         raise ValueError(f"apply_pulses does not apply to update_model {syn.update_model!r}")
     if syn.step_noise > 0:
