@@ -78,7 +78,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "mnist-rram": Experiment("mnist", "rram", MNIST_WIDTHS, 100,
                              spec_changes={"read": {"gain": 0.12}}, eval_every=5,
                              target="within 0.5 points of mnist-ideal"),
-    "mnist-rram-pop8": Experiment("mnist", "rram", MNIST_WIDTHS, 20, n_devices=8,
+    "mnist-rram-pop8": Experiment("mnist", "rram", MNIST_WIDTHS, 10, n_devices=8,
                                   spec_changes={"read": {"gain": 0.12}},
                                   eval_every=20, target="median, min, max over 8 devices"),
     "fashion-ideal": Experiment("fashion-mnist", "ideal", MNIST_WIDTHS, 100,
