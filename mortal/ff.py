@@ -350,14 +350,7 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     """The FF gradients of one minibatch (positive + negative pass) and the layer losses."""
     e_pos, l_pos = goodness_error(m_pos.outputs, True, spec, cfg)
     e_neg, l_neg = goodness_error(m_neg.outputs, False, spec, cfg)
-    # = local_gradients(m_pos, e_pos) + local_gradients(m_neg, e_neg), as one product over the
-    # stacked 2B rows: one full-size result instead of two and their sum
-    scale = 1.0 / m_pos.inputs[0].shape[0]
-    grads = tuple(
-        jnp.concatenate([vp, vn]).T @ (jnp.concatenate([ep[:, None] * yp, en[:, None] * yn])
-                                       * scale)
-        for vp, vn, yp, yn, ep, en in zip(m_pos.inputs, m_neg.inputs, m_pos.outputs,
-                                          m_neg.outputs, e_pos, e_neg, strict=True))
+    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
     return grads, l_pos + l_neg
 
 
