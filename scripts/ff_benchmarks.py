@@ -18,7 +18,6 @@ changes a learner-config field and ``--tag`` names the variant's file. Seeds: fa
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import os
@@ -38,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from mortal import data, ff, runlog  # noqa: E402
+from mortal import config, data, ff, runlog  # noqa: E402
 
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
 DIGITS_WIDTHS = (74, 200, 200, 200)  # 10 label lines prepended to the 8x8 image
@@ -100,19 +99,14 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None
 
 
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """``KEY=VALUE`` learner-config overrides (values as Python literals, else strings)."""
-    known = {f.name for f in dataclasses.fields(ff.FFConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or key not in known:
-            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                         f"{', '.join(sorted(known))}")
-        try:
-            out[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key] = text
-    return out
+    """``KEY=VALUE`` learner-config overrides, read and checked exactly like the command line's
+    ``--set train.KEY=VALUE`` (TOML values, typed against ``ff.FFConfig``, one-line errors)."""
+    try:
+        resolved = config.load_config(sets=[f"train.{item}" for item in items]).train
+    except config.ConfigError as exc:
+        parser.error(str(exc))
+    keys = [item.partition("=")[0].strip() for item in items]
+    return {key: getattr(resolved, key) for key in keys}
 
 
 def _git_revision() -> str:
@@ -224,10 +218,11 @@ def main() -> None:
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set, parser)
-    try:
-        build(EXPERIMENTS[args.experiments[0]], 1, args.overrides)
-    except (TypeError, ValueError) as exc:
-        parser.error(f"--set: {exc}")
+    for name in args.experiments:  # every combination is checked before hours of training
+        try:
+            build(EXPERIMENTS[name], 1, args.overrides)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--set with {name}: {exc}")
     rows = []
     for name in args.experiments:
         r = run(name, EXPERIMENTS[name], args)
