@@ -46,7 +46,7 @@ def bits(key: Array, shape: tuple[int, ...]) -> Array:
     if size >= 2**32:
         raise ValueError(f"devices noise: {size} elements exceed the 2^32 counter range")
     seed = jax.random.bits(key, (2,), jnp.uint32)
-    index = jax.lax.iota(jnp.uint32, size).reshape(shape) if size else jnp.zeros(shape, _U32)
+    index = jax.lax.iota(jnp.uint32, size).reshape(shape)
     return _finalise(_finalise(index * _U32(_WEYL) + seed[0]) ^ seed[1])
 
 

@@ -252,9 +252,10 @@ def main() -> int:
                          "P": p, "skipped": f"state over --max-gb {args.max_gb}"})
                     break
                 add(bench_ff("ideal", w, p, steps, args.repeats, program))
-    for p in ((1, 4) if args.quick else (1, 16)) if "rram" in only else ():
+    cost_pops = (1, 4) if args.quick else (1, 16)  # populations of the cost comparisons
+    for p in cost_pops if "rram" in only else ():
         add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
-    for p in (1, 4) if args.quick else (1, 16):
+    for p in cost_pops:
         if "distill" in only:
             add(bench_distill("ideal", ref_w, p, steps, args.repeats))
         if "eval" in only:
