@@ -162,7 +162,8 @@ def learner_config(cfg: RunConfig, ds: Dataset, role: str) -> ff.FFConfig:
 def distill_config(cfg: RunConfig) -> distill.DistillConfig:
     d = cfg.distill
     return distill.DistillConfig(temperature=d.temperature, source=d.source,
-                                 hard_weight=d.hard_weight)
+                                 hard_weight=d.hard_weight,
+                                 positive_temperature=d.positive_temperature)
 
 
 def fab_keys(cfg: RunConfig, role: str, n: int) -> jax.Array:

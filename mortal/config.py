@@ -119,9 +119,10 @@ class DistillSection:
     (empty: this run's ``train`` phase). ``transfer``: the transfer set: ``train`` (all training
     images, no labels), ``fraction`` (a random ``fraction`` of them), ``without`` (classes
     ``leave_out`` removed), ``noise`` / ``hybrid`` (synthetic, as many as the training set).
-    ``temperature`` T, ``source`` of the teacher's scores (``goodness`` or ``readout``),
-    ``hard_weight`` λ of hard labels (only for the labelled transfer sets ``train`` and
-    ``fraction``)."""
+    ``temperature`` T of the soft targets the students' readouts match, ``positive_temperature``
+    τ at which the students' positive classes are drawn from the teacher's scores, ``source`` of
+    the teacher's scores (``goodness`` or ``readout``), ``hard_weight`` λ of hard labels (only
+    for the labelled transfer sets ``train`` and ``fraction``)."""
 
     students: int = 8
     preset: str = ""
@@ -134,6 +135,7 @@ class DistillSection:
     fraction: float = 0.05
     leave_out: tuple[int, ...] = (3,)
     temperature: float = 20.0
+    positive_temperature: float = 1.0
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
 
@@ -154,6 +156,8 @@ class DistillSection:
                               f"{self.teacher!r}")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise ConfigError("distill.temperature must be a positive number")
+        if not self.positive_temperature > 0 or not math.isfinite(self.positive_temperature):
+            raise ConfigError("distill.positive_temperature must be a positive number")
         if not 0 <= self.hard_weight <= 1:
             raise ConfigError("distill.hard_weight must lie in [0, 1]")
 

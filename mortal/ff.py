@@ -63,7 +63,10 @@ class FFConfig:
     Distillation (soft targets at temperature ``readout_temperature`` = T): the readout descends
     ``(1 − λ) T² KL(q ‖ softmax(z/T)) + λ CE(y, softmax(z))`` with ``λ = hard_weight`` when hard
     labels ``y`` come with the soft targets ``q``; the positive class is drawn from
-    ``(1 − λ) q + λ onehot(y)``.
+    ``(1 − λ) q̃ + λ onehot(y)``, where ``q̃ ∝ q ** positive_power`` sharpens the soft target
+    (for ``q = softmax(z / T)``, ``q̃ = softmax(z / (T / positive_power))``: a distillation
+    student draws its positives at a lower temperature than its readout matches; one-hot
+    targets are unchanged by it).
     """
 
     n_classes: int = 10
@@ -88,6 +91,7 @@ class FFConfig:
     shared_order: bool = False
     readout_temperature: float = 1.0
     hard_weight: float = 0.0
+    positive_power: float = 1.0
     label_placement: Literal["overwrite", "prepend"] = "overwrite"
 
     def __post_init__(self) -> None:
@@ -115,6 +119,8 @@ class FFConfig:
              "readout_lr and readout_decay must be >= 0"),
             (self.threshold is None or self.threshold >= 0, "threshold must be >= 0"),
             (0 <= self.hard_weight <= 1, "hard_weight must lie in [0, 1]"),
+            (self.positive_power > 0 and math.isfinite(self.positive_power),
+             "positive_power must be a positive number"),
         ]
         for ok, message in checks:
             if not ok:
@@ -401,9 +407,12 @@ def readout_gradient(logits: Array, targets: Array, labels: Array | None, cfg: F
 
 
 def positive_classes(key: Array, targets: Array, labels: Array | None, cfg: FFConfig) -> Array:
-    """The class written into the positive pass: drawn from the target ``(B, C)`` (mixed with
-    ``onehot(labels)`` at weight ``hard_weight`` when labels are given). ``(B,)`` int32."""
+    """The class written into the positive pass: drawn from the target ``(B, C)``, sharpened
+    to ``q ** positive_power`` (renormalised), mixed with ``onehot(labels)`` at weight
+    ``hard_weight`` when labels are given. ``(B,)`` int32."""
     mix = targets
+    if cfg.positive_power != 1.0:  # log 0 = −inf stays −inf: one-hot targets are unchanged
+        mix = jax.nn.softmax(cfg.positive_power * jnp.log(targets), axis=-1)
     if labels is not None and cfg.hard_weight > 0:
         mix = ((1.0 - cfg.hard_weight) * targets
                + cfg.hard_weight * jax.nn.one_hot(labels, cfg.n_classes))

@@ -124,17 +124,30 @@ def _scores(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.
     return np.concatenate(out, axis=1)
 
 
-def _report(teacher_scores: np.ndarray, student_scores: np.ndarray, y: np.ndarray, t: float,
+def _report(teacher_reads: np.ndarray, student_scores: np.ndarray, y: np.ndarray, t: float,
             n_classes: int) -> dict[str, Any]:
+    """Fidelity of every student to the teacher, read ``R`` times ``(R, N, C)`` (read noise):
+    metrics against the first read, the teacher's agreement with itself between reads (the
+    ceiling of any top-1 agreement with one read), and agreement with the teacher's consensus
+    (the argmax of its scores summed over the R reads)."""
+    teacher_scores = teacher_reads[0]
     tp = jax.nn.softmax(teacher_scores / t, -1)
     rows = [distill.fidelity(np.asarray(tp), np.asarray(jax.nn.softmax(s / t, -1)), y,
                              n_classes) for s in student_scores]
     err = [1 - r["student_accuracy"] for r in rows]
+    first, consensus = teacher_reads[0].argmax(-1), teacher_reads.sum(0).argmax(-1)
+    with_consensus = [float(np.mean(s.argmax(-1) == consensus)) for s in student_scores]
     return {"student_error": err, "mean_student_error": float(np.mean(err)),
             "teacher_error": 1 - rows[0]["teacher_accuracy"],
             "agreement": [r["agreement"] for r in rows],
             "mean_agreement": float(np.mean([r["agreement"] for r in rows])),
-            "kl": [r["kl"] for r in rows]}
+            "kl": [r["kl"] for r in rows],
+            "teacher_reads": int(teacher_reads.shape[0]),
+            "teacher_self_agreement": float(np.mean([np.mean(first == r.argmax(-1))
+                                                     for r in teacher_reads[1:]])),
+            "teacher_consensus_error": float(np.mean(consensus != y)),
+            "agreement_with_consensus": with_consensus,
+            "mean_agreement_with_consensus": float(np.mean(with_consensus))}
 
 
 def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int
@@ -154,7 +167,11 @@ def main() -> None:
                         help="epochs over the small transfer set (default: as many steps as "
                         "--epochs over the whole set)")
     parser.add_argument("--generations", type=int, default=5)
-    parser.add_argument("--temperature", type=float, default=20.0)
+    parser.add_argument("--temperature", type=float, default=20.0,
+                        help="T of the soft targets the students' readouts match")
+    parser.add_argument("--positive-temperature", type=float, default=1.0,
+                        help="τ at which the students' positive classes are drawn from the "
+                        "teacher's goodness scores (DistillConfig.positive_temperature)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-state", default=None,
                         help="a trained rram teacher saved by scripts/ff_benchmarks.py "
@@ -169,7 +186,8 @@ def main() -> None:
     widths, cfg_kw, gain = SETUPS[args.dataset]
     ds = data.load(args.dataset, args.data_dir)
     cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **cfg_kw)
-    dcfg = distill.DistillConfig(temperature=args.temperature, source="goodness")
+    dcfg = distill.DistillConfig(temperature=args.temperature, source="goodness",
+                                 positive_temperature=args.positive_temperature)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
@@ -192,7 +210,8 @@ def main() -> None:
 
     def log(name: str, row: dict[str, Any], started: float) -> None:
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
-                   students=n, temperature=t, seed=s, git_revision=rev,
+                   students=n, temperature=t, positive_temperature=args.positive_temperature,
+                   seed=s, git_revision=rev, widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
         results[name] = row
@@ -216,8 +235,9 @@ def main() -> None:
             teacher = jax.tree.map(lambda a: a[:1], teacher)
         else:
             teacher = _train_ff(rram, 1, x, y, cfg, s)
-        t_scores = _scores(teacher, xt, cfg, s + 2)[0]
-        print(f"teacher: test error {100 * np.mean(t_scores.argmax(-1) != yt):.2f}% "
+        # the teacher read 5 times (independent read noise); the first read is the reference
+        t_scores = np.stack([_scores(teacher, xt, cfg, s + 2 + 1000 * r)[0] for r in range(5)])
+        print(f"teacher: test error {100 * np.mean(t_scores[0].argmax(-1) != yt):.2f}% "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     single = None if teacher is None else jax.tree.map(lambda a: a[0], teacher)
 
@@ -310,6 +330,13 @@ def main() -> None:
     print_table(results)
 
 
+def _ceiling(row: dict[str, Any]) -> str:
+    if "teacher_self_agreement" not in row:  # rows written before the teacher was read 5 times
+        return ""
+    return (f" (teacher vs itself {100 * row['teacher_self_agreement']:.1f}%; vs its consensus "
+            f"{100 * row['mean_agreement_with_consensus']:.1f}%)")
+
+
 def print_table(r: dict[str, Any]) -> None:
     """One line per experiment found in the results (from this run or earlier ones)."""
     table = []
@@ -318,7 +345,7 @@ def print_table(r: dict[str, Any]) -> None:
         table += [
             ("one teacher -> students (mean err %)", 100 * o["mean_student_error"],
              f"teacher {100 * o['teacher_error']:.2f}%, agreement "
-             f"{100 * o['mean_agreement']:.1f}%"),
+             f"{100 * o['mean_agreement']:.1f}%{_ceiling(o)}"),
             ("same students, hard labels", 100 * o["mean_hard_label_error"], ""),
             ("weight copy into the students", 100 * o["mean_weight_copy_error"],
              "immortal control arm")]

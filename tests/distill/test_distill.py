@@ -109,6 +109,20 @@ def test_one_hot_teacher_reduces_distillation_to_plain_ff() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_students_draw_positives_at_the_positive_temperature() -> None:
+    """The readout matches targets at T; the FF layers' positives are drawn at τ (power T/τ)."""
+    dcfg = distill.DistillConfig(temperature=20.0, positive_temperature=2.0)
+    scfg = distill.student_config(CFG, dcfg)
+    assert scfg.readout_temperature == 20.0 and scfg.positive_power == 10.0
+    z = jnp.array([[4.0, 2.0, 1.0, 0.0]])
+    q = jax.nn.softmax(z / 20.0)
+    draws = ff.positive_classes(jax.random.key(0), jnp.repeat(q, 40_000, axis=0), None, scfg)
+    np.testing.assert_allclose(np.bincount(np.asarray(draws), minlength=4) / 40_000,
+                               jax.nn.softmax(z[0] / 2.0), atol=0.01)
+    with pytest.raises(ValueError, match="positive_temperature must be > 0"):
+        distill.DistillConfig(positive_temperature=0.0)
+
+
 def test_students_only_ever_measure_the_teacher() -> None:
     teacher = _teacher(1)
     dcfg = distill.DistillConfig()

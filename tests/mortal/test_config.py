@@ -45,6 +45,7 @@ def test_set_values_are_read_as_toml_or_plain_strings() -> None:
     (["run.phases=[\"distill\", \"train\"]"], "run.phases must be in the order"),
     (["train.epochs=0"], "epochs must be >= 1"),
     (["distill.transfer=fractoin"], "did you mean 'fraction'?"),
+    (["distill.positive_temperature=0"], "distill.positive_temperature must be a positive"),
     (["train"], "write --set section.key=value"),
     (["train.lr.x=1"], "train.lr is not a table"),
     (["train.lr=nan"], "train.lr must be a number, got nan"),

@@ -257,6 +257,25 @@ def test_no_recompilation_across_epochs() -> None:
     assert ff.population_epoch._cache_size() == before + 1
 
 
+def test_sharpened_targets_draw_positives_at_the_lower_temperature() -> None:
+    """``positive_power`` k on ``q = softmax(z / T)`` draws positives from ``softmax(z / (T/k))``
+    and leaves one-hot targets (hard labels) exactly as they are."""
+    n = 40_000
+    z = jnp.array([3.0, 2.0, 1.0, -1.0])
+    q = jnp.broadcast_to(jax.nn.softmax(z / 4.0), (n, 4))
+    cfg = dataclasses.replace(CFG, positive_power=4.0)
+    freq = np.bincount(np.asarray(ff.positive_classes(jax.random.key(0), q, None, cfg)),
+                       minlength=4) / n
+    np.testing.assert_allclose(freq, jax.nn.softmax(z), atol=0.01)
+    assert abs(freq[0] - float(q[0, 0])) > 0.2  # really sharper than the targets themselves
+    y = jnp.asarray(np.random.default_rng(0).integers(0, 4, 500))
+    onehot = jax.nn.one_hot(y, 4)
+    sharp = dataclasses.replace(CFG, positive_power=20.0)
+    np.testing.assert_array_equal(ff.positive_classes(jax.random.key(1), onehot, None, sharp), y)
+    with pytest.raises(ValueError, match="positive_power must be a positive number"):
+        dataclasses.replace(CFG, positive_power=0.0)
+
+
 def test_learning_separates_positive_from_negative_goodness() -> None:
     pop = devices.spawn(devices.preset("ideal", W), 1, jax.random.key(0))
     x, y = _data(200)
