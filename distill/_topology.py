@@ -130,7 +130,8 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
     """One edge of a distillation lineage (plain data, for run files)."""
     return {"generation": generation, "teacher": teacher, "student": student,
             "transfer_set": transfer_set, "temperature": dcfg.temperature,
-            "source": dcfg.source, "hard_weight": dcfg.hard_weight, "fab_seed": fab_seed,
+            "positive_temperature": dcfg.positive_temperature, "source": dcfg.source,
+            "hard_weight": dcfg.hard_weight, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}
 
 

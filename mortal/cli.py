@@ -465,8 +465,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         generations.setdefault(r["generation"], []).append(r)
     for g, rows in sorted(generations.items()):
         r = rows[0]
+        tau = f", τ = {r['positive_temperature']}" if "positive_temperature" in r else ""
         print(f"  lineage g{g}   {r['teacher']} → {len(rows)} × {r['student'].split('/')[0]} "
-              f"(T = {r['temperature']}, {r['source']}, {r['epochs']} epochs; "
+              f"(T = {r['temperature']}{tau}, {r['source']}, {r['epochs']} epochs; "
               f"{r['transfer_set']})")
     print()
     print(run_table(path))

@@ -296,7 +296,7 @@ def main() -> None:
         elif name == "cross-recipe":
             pcm_cfg = dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])
             cross = _distill(teacher, pcm, n, x, pcm_cfg, dcfg, s + 500)
-            log(name, {"teacher": "rram", "students": "pcm",
+            log(name, {"teacher_recipe": "rram", "student_recipe": "pcm",
                        "student_learner_config": dataclasses.asdict(pcm_cfg),
                        **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
                                  ds.n_classes)}, started)

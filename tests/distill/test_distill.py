@@ -177,6 +177,7 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["generation"] == g and rec["teacher"] == f"generation {g - 1}"
         assert rec["student"] == f"generation {g}" and rec["fab_seed"] == 5 + g
         assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
+        assert rec["positive_temperature"] == dcfg.positive_temperature
         assert rec["recipe"] == "rram" and rec["epochs"] == 1
     # every generation is a different, fresh instance
     gains = [np.asarray(devices.inspect(s.device)["layers"][0]["gain"]) for s in states[1:]]
