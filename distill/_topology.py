@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from tqdm import tqdm
 
 import devices
 from mortal import ff
@@ -137,17 +138,20 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
 
 def chain(first: ff.FFState, spec: devices.DeviceSpec, generations: int, x: Array,
           labels: Array | None, cfg: ff.FFConfig, dcfg: DistillConfig, epochs: int,
-          seed: int, transfer_set: str = "train images") -> tuple[list[ff.FFState],
-                                                                  list[dict[str, Any]]]:
+          seed: int, transfer_set: str = "train images", progress: bool = False
+          ) -> tuple[list[ff.FFState], list[dict[str, Any]]]:
     """Teacher → child → grandchild …: each generation is a freshly fabricated device of
     ``spec`` (fab seed ``seed + g``) that learns from the previous one for ``epochs`` epochs.
 
     ``first``: the founding teacher (a single learner state, no population axis). Returns every
     generation's learner state (generation 0 = ``first``) and the lineage records.
+    ``progress``: a progress bar over generations × epochs on stderr.
     """
     scfg = student_config(cfg, dcfg)
     spe = ff.steps_per_epoch(x.shape[0], scfg)
     states, lineage = [first], []
+    bar = tqdm(total=generations * epochs, desc="chain", unit="epoch", disable=not progress,
+               leave=False)
     for g in range(1, generations + 1):
         device = devices.fabricate(spec, jax.random.key(seed + g))
         student = jax.tree.map(lambda a: a[None], ff.init(device, scfg, spe))
@@ -159,7 +163,12 @@ def chain(first: ff.FFState, spec: devices.DeviceSpec, generations: int, x: Arra
                                        jax.random.split(jax.random.fold_in(k, 1), 1),
                                        cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
                                        teacher_bench=ff.BENCH)
+            if progress:  # count finished epochs, not dispatched ones
+                jax.block_until_ready(student)
+            bar.update(1)
+            bar.set_postfix(generation=g)
         states.append(jax.tree.map(lambda a: a[0], student))
         lineage.append(lineage_record(g, f"generation {g - 1}", f"generation {g}",
                                       transfer_set, dcfg, seed + g, spec.name, epochs))
+    bar.close()
     return states, lineage

@@ -314,7 +314,7 @@ def main() -> None:
                        **_report(t_scores, b_test, yt, t, ds.n_classes)}, started)
         elif name == "chain":
             states, lineage = distill.chain(single, rram, args.generations, x, None, cfg, dcfg,
-                                            epochs=args.epochs, seed=s + 400)
+                                            epochs=args.epochs, seed=s + 400, progress=True)
             errors = [_errors(jax.tree.map(lambda a: a[None], st), xt, yt, cfg, s + 10)[0]
                       for st in states]
             log(name, {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
