@@ -414,7 +414,7 @@ def positive_classes(key: Array, targets: Array, labels: Array | None, cfg: FFCo
     if cfg.positive_power != 1.0:  # log 0 = −inf stays −inf: one-hot targets are unchanged
         mix = jax.nn.softmax(cfg.positive_power * jnp.log(targets), axis=-1)
     if labels is not None and cfg.hard_weight > 0:
-        mix = ((1.0 - cfg.hard_weight) * targets
+        mix = ((1.0 - cfg.hard_weight) * mix
                + cfg.hard_weight * jax.nn.one_hot(labels, cfg.n_classes))
     return jax.random.categorical(key, jnp.log(mix), axis=-1)
 

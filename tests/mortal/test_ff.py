@@ -268,6 +268,11 @@ def test_sharpened_targets_draw_positives_at_the_lower_temperature() -> None:
                        minlength=4) / n
     np.testing.assert_allclose(freq, jax.nn.softmax(z), atol=0.01)
     assert abs(freq[0] - float(q[0, 0])) > 0.2  # really sharper than the targets themselves
+    # mixed with hard labels, it is the sharpened target that is mixed: (1 − λ) q̃ + λ onehot(y)
+    mixed = dataclasses.replace(cfg, hard_weight=0.4)
+    freq = np.bincount(np.asarray(ff.positive_classes(jax.random.key(2), q, jnp.full((n,), 3),
+                                                      mixed)), minlength=4) / n
+    np.testing.assert_allclose(freq, 0.6 * jax.nn.softmax(z) + 0.4 * jnp.eye(4)[3], atol=0.01)
     y = jnp.asarray(np.random.default_rng(0).integers(0, 4, 500))
     onehot = jax.nn.one_hot(y, 4)
     sharp = dataclasses.replace(CFG, positive_power=20.0)
