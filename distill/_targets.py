@@ -29,14 +29,24 @@ def teacher_logits(teacher: ff.FFState, x: Array, cfg: ff.FFConfig, *, source: S
 
 def ensemble_probabilities(teachers: ff.FFState, x: Array, cfg: ff.FFConfig, *,
                            temperature: float, source: Source, key: Array,
-                           bench: ff.Bench = ff.BENCH) -> Array:
-    """Soft targets ``q = mean_k softmax(z_k / T)`` of a population of K teachers (K = 1 for a
-    single teacher) on the same inputs ``x`` ``(B, D)``: ``(B, C)`` float32."""
+                           bench: ff.Bench = ff.BENCH, reads: int = 1) -> Array:
+    """Soft targets ``q = mean_k softmax(z̄_k / T)`` of a population of K teachers (K = 1 for a
+    single teacher) on the same inputs ``x`` ``(B, D)``: ``(B, C)`` float32.
+
+    ``reads``: each teacher is measured ``reads`` times (independent read noise, c2c) and its
+    scores ``z̄_k`` are the mean of those reads, as a bench averages repeated measurements."""
+    if reads < 1:
+        raise ValueError(f"reads must be >= 1, got {reads}")
     k = jax.tree.leaves(teachers.step)[0].shape[0]
-    keys = jax.random.split(key, k)
+    keys = jax.random.split(key, k)  # one key per teacher (reads = 1: as before reads existed)
 
     def one(teacher: ff.FFState, kk: Array) -> Array:
-        z = teacher_logits(teacher, x, cfg, source=source, key=kk, bench=bench)
+        if reads == 1:
+            z = teacher_logits(teacher, x, cfg, source=source, key=kk, bench=bench)
+        else:
+            z = jnp.mean(jax.vmap(lambda r: teacher_logits(teacher, x, cfg, source=source,
+                                                           key=r, bench=bench))(
+                jax.random.split(kk, reads)), axis=0)
         return jax.nn.softmax(z / temperature, axis=-1)
 
     return jnp.mean(jax.vmap(one)(teachers, keys), axis=0)

@@ -35,12 +35,17 @@ class DistillConfig:
     positives drawn at T would carry the teacher's answer only one time in five (students then
     stayed at chance); at τ = 1 it is 0.96, and the wrong classes the teacher finds plausible
     still appear in proportion. For an ensemble, the averaged probabilities are sharpened.
+
+    ``teacher_reads`` R: every step measures each teacher R times on the minibatch and averages
+    its scores (a bench averaging repeated measurements; the teacher's read noise is c2c). R
+    multiplies the cost of reading the teachers.
     """
 
     temperature: float = 20.0
     source: Source = "goodness"
     hard_weight: float = 0.0
     positive_temperature: float = 1.0
+    teacher_reads: int = 1
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -55,6 +60,9 @@ class DistillConfig:
         if not self.positive_temperature > 0:
             raise ValueError(f"invalid distillation config: positive_temperature must be > 0, "
                              f"got {self.positive_temperature}")
+        if not (isinstance(self.teacher_reads, int) and self.teacher_reads >= 1):
+            raise ValueError(f"invalid distillation config: teacher_reads must be an integer "
+                             f">= 1, got {self.teacher_reads!r}")
 
 
 def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
@@ -81,7 +89,7 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
         xb = x[idx]  # teacher and students see the same inputs in the same step
         q = ensemble_probabilities(teachers, xb, cfg, temperature=dcfg.temperature,
                                    source=dcfg.source, key=jax.random.fold_in(k_teacher, step),
-                                   bench=teacher_bench)
+                                   bench=teacher_bench, reads=dcfg.teacher_reads)
         yb = None if labels is None else labels[idx]
         keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(student_keys)
 
@@ -131,7 +139,8 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
     """One edge of a distillation lineage (plain data, for run files)."""
     return {"generation": generation, "teacher": teacher, "student": student,
             "transfer_set": transfer_set, "temperature": dcfg.temperature,
-            "positive_temperature": dcfg.positive_temperature, "source": dcfg.source,
+            "positive_temperature": dcfg.positive_temperature,
+            "teacher_reads": dcfg.teacher_reads, "source": dcfg.source,
             "hard_weight": dcfg.hard_weight, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}
 

@@ -466,6 +466,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for g, rows in sorted(generations.items()):
         r = rows[0]
         tau = f", τ = {r['positive_temperature']}" if "positive_temperature" in r else ""
+        if r.get("teacher_reads", 1) > 1:
+            tau += f", {r['teacher_reads']} teacher reads"
         print(f"  lineage g{g}   {r['teacher']} → {len(rows)} × {r['student'].split('/')[0]} "
               f"(T = {r['temperature']}{tau}, {r['source']}, {r['epochs']} epochs; "
               f"{r['transfer_set']})")

@@ -163,7 +163,8 @@ def distill_config(cfg: RunConfig) -> distill.DistillConfig:
     d = cfg.distill
     return distill.DistillConfig(temperature=d.temperature, source=d.source,
                                  hard_weight=d.hard_weight,
-                                 positive_temperature=d.positive_temperature)
+                                 positive_temperature=d.positive_temperature,
+                                 teacher_reads=d.teacher_reads)
 
 
 def fab_keys(cfg: RunConfig, role: str, n: int) -> jax.Array:

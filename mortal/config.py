@@ -121,7 +121,8 @@ class DistillSection:
     ``leave_out`` removed), ``noise`` / ``hybrid`` (synthetic, as many as the training set).
     ``temperature`` T of the soft targets the students' readouts match, ``positive_temperature``
     τ at which the students' positive classes are drawn from the teacher's scores, ``source`` of
-    the teacher's scores (``goodness`` or ``readout``), ``hard_weight`` λ of hard labels (only
+    the teacher's scores (``goodness`` or ``readout``), ``teacher_reads`` R: reads of the
+    teacher averaged per step (its read noise is c2c), ``hard_weight`` λ of hard labels (only
     for the labelled transfer sets ``train`` and ``fraction``)."""
 
     students: int = 8
@@ -136,6 +137,7 @@ class DistillSection:
     leave_out: tuple[int, ...] = (3,)
     temperature: float = 20.0
     positive_temperature: float = 1.0
+    teacher_reads: int = 1
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
 
@@ -158,6 +160,8 @@ class DistillSection:
             raise ConfigError("distill.temperature must be a positive number")
         if not self.positive_temperature > 0 or not math.isfinite(self.positive_temperature):
             raise ConfigError("distill.positive_temperature must be a positive number")
+        if not isinstance(self.teacher_reads, int) or self.teacher_reads < 1:
+            raise ConfigError("distill.teacher_reads must be an integer >= 1")
         if not 0 <= self.hard_weight <= 1:
             raise ConfigError("distill.hard_weight must lie in [0, 1]")
 

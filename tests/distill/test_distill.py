@@ -166,6 +166,33 @@ def test_ensemble_targets_are_the_mean_of_member_probabilities() -> None:
     np.testing.assert_allclose(one.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_repeated_teacher_reads_average_out_read_noise() -> None:
+    """R reads per step: the scores of a noisy (rram) teacher vary ~R times less from key to
+    key; a teacher without read noise (ideal) gives the same targets for any R."""
+    x, _ = _data(8)
+    noisy = jax.tree.map(lambda a: a[None], devices.fabricate(devices.preset("rram", W),
+                                                              jax.random.key(3)))
+    teacher = ff.init_population(noisy, CFG, 1)
+
+    def spread(reads: int) -> float:
+        qs = jnp.stack([distill.ensemble_probabilities(teacher, x, CFG, temperature=100.0,
+                                                       source="goodness", key=jax.random.key(k),
+                                                       reads=reads) for k in range(24)])
+        return float(jnp.mean(jnp.var(qs, axis=0)))
+
+    one, four = spread(1), spread(4)
+    assert 2.5 < one / four < 6.5  # ideally 4: at T = 100 the probabilities are linear in z
+    clean = _teacher(1)
+    a, b = (distill.ensemble_probabilities(clean, x, CFG, temperature=20.0, source="goodness",
+                                           key=jax.random.key(0), reads=r) for r in (1, 3))
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    with pytest.raises(ValueError, match="reads must be >= 1"):
+        distill.ensemble_probabilities(clean, x, CFG, temperature=1.0, source="goodness",
+                                       key=jax.random.key(0), reads=0)
+    with pytest.raises(ValueError, match="teacher_reads must be an integer >= 1"):
+        distill.DistillConfig(teacher_reads=0)
+
+
 def test_chain_records_a_complete_lineage() -> None:
     teacher = jax.tree.map(lambda a: a[0], _teacher(1))
     x, _ = _data()
@@ -178,6 +205,7 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["student"] == f"generation {g}" and rec["fab_seed"] == 5 + g
         assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
         assert rec["positive_temperature"] == dcfg.positive_temperature
+        assert rec["teacher_reads"] == dcfg.teacher_reads
         assert rec["recipe"] == "rram" and rec["epochs"] == 1
     # every generation is a different, fresh instance
     gains = [np.asarray(devices.inspect(s.device)["layers"][0]["gain"]) for s in states[1:]]

@@ -46,6 +46,7 @@ def test_set_values_are_read_as_toml_or_plain_strings() -> None:
     (["train.epochs=0"], "epochs must be >= 1"),
     (["distill.transfer=fractoin"], "did you mean 'fraction'?"),
     (["distill.positive_temperature=0"], "distill.positive_temperature must be a positive"),
+    (["distill.teacher_reads=0"], "distill.teacher_reads must be an integer >= 1"),
     (["train"], "write --set section.key=value"),
     (["train.lr.x=1"], "train.lr is not a table"),
     (["train.lr=nan"], "train.lr must be a number, got nan"),
