@@ -1,10 +1,10 @@
 """How the students' sampling settings move distillation fidelity: a short sweep over the
 positive temperature τ and the number of teacher reads R averaged per step. JSON + a table.
 
-Every setting trains the same S fresh ``rram`` students (same fab seeds, same data order) from
-the same teacher for E epochs on the unlabelled training images; alongside, the same students
-trained from hard labels for the same budget. Short budgets rank settings; they do not give the
-issue's figures (``scripts/distill_benchmarks.py`` does).
+Every setting trains the same S fresh students (``rram`` unless ``--student-preset``; same fab
+seeds, same data order) from the same ``rram`` teacher for E epochs on the unlabelled training
+images; alongside, the same students trained from hard labels for the same budget. Short budgets
+rank settings; they do not give the issue's figures (``scripts/distill_benchmarks.py`` does).
 
 Reproduce: ``python scripts/distill_sweep.py --dataset mnist --teacher-state
 scripts/results/ff_mnist-rram.npz --students 2 --epochs 2 --grid 1:1 0.25:1 1:4 0.25:4``.
@@ -52,6 +52,8 @@ def main() -> None:
                         help="settings τ:R (positive temperature : teacher reads per step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-state", default=None)
+    parser.add_argument("--student-preset", default="rram", choices=["rram", "pcm", "ideal"],
+                        help="the students' recipe (the teacher is the rram device)")
     parser.add_argument("--no-hard", action="store_true", help="skip the hard-label arm")
     parser.add_argument("--out", default=str(bench.ROOT / "scripts" / "results"))
     args = parser.parse_args()
@@ -62,6 +64,7 @@ def main() -> None:
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     rram = bench._spec("rram", widths, gain)
+    student_spec = bench._spec(args.student_preset, widths, gain)
     s, t, n = args.seed, args.temperature, args.students
     if args.teacher_state:
         teacher = jax.tree.map(lambda a: a[:1], bench.load_state(args.teacher_state)[0])
@@ -78,36 +81,38 @@ def main() -> None:
         os.replace(tmp, out)
 
     common = {"epochs": args.epochs, "students": n, "temperature": t, "seed": s,
+              "student_preset": args.student_preset,
               "teacher_state": args.teacher_state,
               "command": " ".join([sys.executable, *sys.argv])}
+    suffix = "" if args.student_preset == "rram" else f"{args.student_preset} students "
     for tau, reads in args.grid:
         started = time.perf_counter()
         dcfg = distill.DistillConfig(temperature=t, positive_temperature=tau,
                                      teacher_reads=reads)
-        students = bench._distill(teacher, rram, n, x, cfg, dcfg, s + 100)
+        students = bench._distill(teacher, student_spec, n, x, cfg, dcfg, s + 100)
         row = bench._report(t_scores, bench._scores(students, xt, cfg, s + 3), yt, t,
                             ds.n_classes)
         row.update(common, positive_temperature=tau, teacher_reads=reads,
                    elapsed_s=round(time.perf_counter() - started, 1))
-        rows[f"tau={tau:g} reads={reads} epochs={args.epochs} students={n}"] = row
+        rows[f"{suffix}tau={tau:g} reads={reads} epochs={args.epochs} students={n}"] = row
         save()
         print(f"τ={tau:g} R={reads}: student error {100 * row['mean_student_error']:.2f}%, "
               f"agreement {100 * row['mean_agreement']:.1f}% "
               f"({row['elapsed_s']:.0f} s)", flush=True)
     if not args.no_hard:
         started = time.perf_counter()
-        hard = bench._train_ff(rram, n, x, y, cfg, s + 100)
+        hard = bench._train_ff(student_spec, n, x, y, cfg, s + 100)
         err = bench._errors(hard, xt, yt, cfg, s + 4)
-        results.setdefault("hard_labels", {})[f"epochs={args.epochs} students={n}"] = {
+        results.setdefault("hard_labels", {})[f"{suffix}epochs={args.epochs} students={n}"] = {
             "student_error": err, "mean_student_error": float(np.mean(err)), **common,
             "elapsed_s": round(time.perf_counter() - started, 1)}
         save()
-    print(f"{'setting':<40}  {'error %':>8}  {'agree %':>8}  {'vs consensus %':>14}")
+    print(f"{'setting':<48}  {'error %':>8}  {'agree %':>8}  {'vs consensus %':>14}")
     for name, r in rows.items():
-        print(f"{name:<40}  {100 * r['mean_student_error']:8.2f}  {100 * r['mean_agreement']:8.1f}"
+        print(f"{name:<48}  {100 * r['mean_student_error']:8.2f}  {100 * r['mean_agreement']:8.1f}"
               f"  {100 * r['mean_agreement_with_consensus']:14.1f}")
     for name, r in results.get("hard_labels", {}).items():
-        print(f"{'hard labels ' + name:<40}  {100 * r['mean_student_error']:8.2f}")
+        print(f"{'hard labels ' + name:<48}  {100 * r['mean_student_error']:8.2f}")
 
 
 if __name__ == "__main__":
