@@ -12,6 +12,7 @@ Experiments (all on ``--dataset``, default the embedded digits; ``mnist`` for th
   no-threes     every 3 left out of the transfer set; test-3 accuracy before / after a per-class
                 bias fitted on the validation set (Hinton et al. 2015)
   chain         teacher → child → … for ``--generations`` generations, fresh device each time
+  chain-pcm     the same chain from the rram teacher through fresh pcm devices
   cross-recipe  the rram teacher → pcm students
   copy-ideal    control: an ideal teacher's weights copied into another ideal device
   mutual        S devices, each with labels for only its 1/S of the training set, sharing
@@ -56,7 +57,7 @@ SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphe
 # stall with the rram devices' 8-pulse accumulation (30-89 %)
 PCM_STUDENTS = {"digits": {"accumulate": 0.0}, "mnist": {}}
 EXPERIMENTS = ("one-to-many", "fraction", "no-threes", "chain", "cross-recipe", "copy-ideal",
-               "mutual")
+               "mutual", "chain-pcm")
 
 
 def _spec(name: str, widths: tuple[int, ...], gain: float) -> devices.DeviceSpec:
@@ -336,8 +337,10 @@ def main() -> None:
                        "readout_mean_after": float(np.mean(r_after)),
                        "readout_error": [float(np.mean(r.argmax(-1) != yt)) for r in r_test],
                        **_report(t_scores, b_test, yt, t, ds.n_classes)}, started)
-        elif name == "chain":
-            states, lineage = distill.chain(single, rram, args.generations, x, None, cfg, dcfg,
+        elif name in ("chain", "chain-pcm"):
+            spec, ccfg = ((rram, cfg) if name == "chain" else
+                          (pcm, dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])))
+            states, lineage = distill.chain(single, spec, args.generations, x, None, ccfg, dcfg,
                                             epochs=args.epochs, seed=s + 400, progress=True)
             errors = [_errors(jax.tree.map(lambda a: a[None], st), xt, yt, cfg, s + 10)[0]
                       for st in states]
@@ -368,10 +371,12 @@ def main() -> None:
             st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
             shared = st
             burn_in = cfg.epochs // 4  # shards alone first, then codistillation (Anil et al.)
-            for e in range(cfg.epochs):
+            for e in tqdm(range(cfg.epochs), desc=f"mutual {n}x{rram.name}", unit="epoch",
+                          leave=False):
                 st, shared, _ = distill.mutual_epoch(
                     st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e),
                     cfg=cfg, dcfg=dcfg, exchange_every=10, bench=ff.BENCH, distil=e >= burn_in)
+                jax.block_until_ready(st)  # so that the progress bar shows finished epochs
             mutual_err = _errors(st, xt, yt, cfg, s + 14)
             alone = _train_ff(rram, 1, x[:shard], y[:shard], cfg, s + 702)  # one shard alone
             alone_err = _errors(alone, xt, yt, cfg, s + 15)
@@ -419,10 +424,11 @@ def print_table(r: dict[str, Any]) -> None:
         if "readout_mean_before" in b:
             table.append(("no 3s, readout: before -> after bias", 100 * b["readout_mean_before"],
                           f"-> {100 * b['readout_mean_after']:.1f}%"))
-    if "chain" in r:
-        c = r["chain"]["generation_error"]
-        table.append((f"chain of {len(c) - 1}: last generation err", 100 * c[-1],
-                      "teacher first: " + " ".join(f"{100 * e:.1f}" for e in c)))
+    for name, what in (("chain", "chain"), ("chain-pcm", "chain of pcm devices")):
+        if name in r:
+            c = r[name]["generation_error"]
+            table.append((f"{what} of {len(c) - 1}: last generation err", 100 * c[-1],
+                          "teacher first: " + " ".join(f"{100 * e:.1f}" for e in c)))
     if "cross-recipe" in r:
         x = r["cross-recipe"]
         table.append(("rram teacher -> pcm students", 100 * x["mean_student_error"],
