@@ -241,6 +241,10 @@ def main() -> None:
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
+        # tracked files changed since that commit: the code that ran is not that revision
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip():
+            rev += "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
         rev = "unknown"
 
