@@ -242,7 +242,8 @@ def main() -> None:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
         # tracked files changed since that commit: the code that ran is not that revision
-        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                           ":!scripts/results"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.strip():
             rev += "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
