@@ -69,3 +69,15 @@ def test_bad_files(tmp_path) -> None:
     top.write_text("lr = 1\n")
     with pytest.raises(ConfigError, match="must be a \\[section\\]"):
         load_config(top)
+
+
+def test_distill_section_reaches_the_learner() -> None:
+    from mortal import cli_jobs
+
+    cfg = load_config(None, ["distill.teacher_reads=3", "distill.positive_temperature=0.5",
+                             "distill.temperature=8", "distill.hard_weight=0.25"])
+    d = cli_jobs.distill_config(cfg)
+    assert (d.teacher_reads, d.positive_temperature, d.temperature, d.hard_weight) == (
+        3, 0.5, 8.0, 0.25)
+    with pytest.raises(ConfigError, match=r"distill\.teacher_reads must be an integer"):
+        load_config(None, ["distill.teacher_reads=1.5"])
