@@ -300,6 +300,9 @@ def main() -> None:
                     row.update({k: old[k] for k in controls},
                                controls_revision=old.get("controls_revision",
                                                          old.get("git_revision")))
+                else:
+                    print("--no-controls: no earlier row with these students, epochs, seed and "
+                          "learner; the row has no control arms", flush=True)
             else:
                 hard = _train_ff(rram, n, x, y, cfg, s + 100)
                 row["hard_label_error"] = _errors(hard, xt, yt, cfg, s + 4)

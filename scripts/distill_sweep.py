@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--students", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=20.0)
-    parser.add_argument("--grid", nargs="+", type=_setting, default=[(1.0, 1), (0.25, 1)],
+    parser.add_argument("--grid", nargs="*", type=_setting, default=[(1.0, 1), (0.25, 1)],
                         help="settings τ:R (positive temperature : teacher reads per step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-state", default=None)
@@ -73,6 +73,12 @@ def main() -> None:
     t_scores = np.stack([bench._scores(teacher, xt, cfg, s + 2 + 1000 * r)[0] for r in range(5)])
     out = Path(args.out) / f"distill_sweep_{args.dataset}.json"
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    # how wrong the labels the students learn from are: the teacher on 10,000 training images
+    n_train = min(10_000, x.shape[0])
+    train_scores = bench._scores(teacher, x[:n_train], cfg, s + 5)[0]
+    results["teacher_train_error"] = {
+        "error": float(np.mean(train_scores.argmax(-1) != np.asarray(y[:n_train]))),
+        "images": int(n_train), "teacher_state": args.teacher_state}
     rows = results.setdefault("rows", {})
 
     def save() -> None:
@@ -107,6 +113,9 @@ def main() -> None:
             "student_error": err, "mean_student_error": float(np.mean(err)), **common,
             "elapsed_s": round(time.perf_counter() - started, 1)}
         save()
+    save()
+    print(f"teacher error on {n_train} training images: "
+          f"{100 * results['teacher_train_error']['error']:.2f}%")
     print(f"{'setting':<48}  {'error %':>8}  {'agree %':>8}  {'vs consensus %':>14}")
     for name, r in rows.items():
         print(f"{name:<48}  {100 * r['mean_student_error']:8.2f}  {100 * r['mean_agreement']:8.1f}"
