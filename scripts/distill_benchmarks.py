@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,9 @@ from tqdm import tqdm  # noqa: E402
 import devices  # noqa: E402
 import distill  # noqa: E402
 from mortal import data, ff, runs  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from _revision import git_revision  # noqa: E402
 
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
     "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
@@ -238,16 +240,7 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=2, default=str))
         os.replace(tmp, out)
 
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        # tracked files changed since that commit: the code that ran is not that revision
-        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                           ":!scripts/results"], cwd=ROOT,
-                          capture_output=True, text=True, check=True).stdout.strip():
-            rev += "+uncommitted"
-    except (OSError, subprocess.CalledProcessError):
-        rev = "unknown"
+    rev = git_revision(ROOT)
 
     def log(name: str, row: dict[str, Any], started: float) -> None:
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,9 @@ import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 from mortal import config, data, ff, runlog  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from _revision import git_revision  # noqa: E402
 
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
 DIGITS_WIDTHS = (74, 200, 200, 200)  # 10 label lines prepended to the 8x8 image
@@ -109,14 +111,6 @@ def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[s
     return {key: getattr(resolved, key) for key in keys}
 
 
-def _git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -142,7 +136,7 @@ def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
         "learner_config": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in dataclasses.asdict(cfg).items()},
         "device_recipe": spec.to_dict(), "seed": args.seed,
-        "command": " ".join([sys.executable, *sys.argv]), "git_revision": _git_revision(),
+        "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
         "jax": jax.__version__, "device": str(jax.devices()[0]),
         "host": platform.node(), "cpu_count": os.cpu_count(), "complete": False,
         "history": [],
