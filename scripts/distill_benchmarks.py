@@ -205,6 +205,10 @@ def main() -> None:
     parser.add_argument("--teacher-reads", type=int, default=1,
                         help="reads of the teacher averaged per step "
                         "(DistillConfig.teacher_reads)")
+    parser.add_argument("--source", choices=["goodness", "readout"], default="goodness",
+                        help="where soft targets and shared beliefs come from: the goodness "
+                        "scores over every label (10 passes per image) or the one-pass "
+                        "readout (DistillConfig.source)")
     parser.add_argument("--no-controls", action="store_true",
                         help="one-to-many: do not re-train the hard-label and weight-copy "
                         "arms; they are carried over from the previous row if it used the same "
@@ -223,7 +227,7 @@ def main() -> None:
     widths, cfg_kw, gain = SETUPS[args.dataset]
     ds = data.load(args.dataset, args.data_dir)
     cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **cfg_kw)
-    dcfg = distill.DistillConfig(temperature=args.temperature, source="goodness",
+    dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,
                                  positive_temperature=args.positive_temperature,
                                  teacher_reads=args.teacher_reads)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -245,7 +249,7 @@ def main() -> None:
     def log(name: str, row: dict[str, Any], started: float) -> None:
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
                    students=n, temperature=t, positive_temperature=args.positive_temperature,
-                   teacher_reads=args.teacher_reads,
+                   teacher_reads=args.teacher_reads, source=args.source,
                    seed=s, git_revision=rev, widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
