@@ -190,6 +190,19 @@ def test_prepended_label_lines_leave_the_image_whole() -> None:
     assert np.allclose(neutral[:, :N_CLASSES], 1 / N_CLASSES)
 
 
+@pytest.mark.parametrize("placement", ["prepend", "overwrite"])
+def test_label_strength_scales_the_label_lines_only(placement: str) -> None:
+    base = dataclasses.replace(CFG, label_placement=placement)
+    strong = dataclasses.replace(base, label_strength=2.0)
+    x, y = _data(5)
+    one, two = (np.asarray(ff.embed_class(x, y, c)) for c in (base, strong))
+    lines = slice(0, N_CLASSES)
+    np.testing.assert_array_equal(two[:, lines], 2.0 * np.eye(N_CLASSES)[np.asarray(y)])
+    np.testing.assert_array_equal(two[:, N_CLASSES:], one[:, N_CLASSES:])  # the image is untouched
+    neutral = np.asarray(ff.embed_neutral(x, strong))
+    assert np.allclose(neutral[:, lines], 2.0 / N_CLASSES)
+
+
 def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
     spec = devices.preset("rram", W)
     cfg = dataclasses.replace(CFG, accumulate=3.0, momentum=0.0, weight_decay=0.0, lr=1.0)
