@@ -1,0 +1,158 @@
+"""Where the `rram` training step spends the time that an `ideal` step does not.
+
+Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
+
+* **Step variants**: one 784-1000-1000-1000 device, the command line's training program
+  (``parallel.population_epoch``, ``lax.map`` over the population of 1) over ``--steps``
+  minibatches of B = 100 in one ``lax.scan``, median of ``--repeats`` calls after a compiling
+  one; milliseconds per step. Rows: ``ideal``, ``rram``, and ``rram`` with one part of its
+  physics replaced at a time (no write noise, no step noise, constant steps instead of soft
+  bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons).
+* **Elementwise costs**: what the write path computes per synapse, timed alone on a
+  1001×1000 float32 array (median of 30 jitted calls): a hash uniform and a hash normal from
+  ``devices._noise``, the soft-bounds power ``exp(n·log1p(x))``, ``sin`` (for comparison with a
+  Box–Muller normal), and a 6-in / 1-out sum (memory bandwidth).
+
+Reproduce (about 3 minutes on 2 CPU cores; run nothing else meanwhile)::
+
+    python scripts/rram_step_profile.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _revision import git_revision  # noqa: E402
+
+import devices  # noqa: E402
+from devices import _noise  # noqa: E402
+from mortal import ff, parallel  # noqa: E402
+
+WIDTHS = (784, 1000, 1000, 1000)
+B = 100
+
+
+def variants() -> dict[str, devices.DeviceSpec]:
+    rram, ideal = devices.preset("rram", WIDTHS), devices.preset("ideal", WIDTHS)
+    syn = rram.synapse
+
+    def with_synapse(**changes: Any) -> devices.DeviceSpec:
+        return rram.replace(synapse=dataclasses.replace(syn, **changes))
+
+    return {
+        "ideal": ideal,
+        "rram": rram,
+        "rram, no write noise": with_synapse(write_noise=0.0),
+        "rram, no step noise": with_synapse(step_noise=0.0),
+        "rram, constant steps": with_synapse(update_model="constant_step"),
+        "rram, no d2d spread": with_synapse(bound_sigma=0.0, dw_min_sigma=0.0,
+                                            up_down_sigma=0.0),
+        "rram, ideal synapses": rram.replace(synapse=ideal.synapse),
+        "rram, ideal read path": rram.replace(read=ideal.read),
+        "rram, ideal neurons": rram.replace(neuron=ideal.neuron),
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    jax.block_until_ready(fn())  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
+    """Milliseconds per training step, one value per timed call."""
+    cfg = ff.FFConfig(epochs=10)
+    state = ff.init_population(devices.spawn(spec, 1, jax.random.key(0)), cfg, steps)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (steps * B, WIDTHS[0])).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, steps * B).astype(np.int32))
+    keys, order = ff.epoch_keys(jax.random.key(1), 0, 1, cfg)
+    held = [state]  # each call continues from the last one's state, as in training
+    del state
+
+    def fn() -> Any:
+        held[0], metrics = parallel.population_epoch(held[0], x, y, keys, order, cfg=cfg,
+                                                     bench=ff.BENCH, mesh=None)
+        return held[0], metrics
+
+    times = timed(fn, repeats)
+    held.clear()
+    gc.collect()
+    return [1000 * t / steps for t in times]
+
+
+def elementwise_ms() -> dict[str, float]:
+    shape = (1001, 1000)
+    key = jax.random.key(0)
+    u = jax.random.uniform(key, shape, minval=0.01, maxval=0.99)
+    arrays = [jax.random.normal(jax.random.key(i), shape) for i in range(6)]
+    cases: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        "hash uniform": (lambda k: _noise.uniform(k, shape), (key,)),
+        "hash normal (erf_inv)": (lambda k: _noise.normal(k, shape), (key,)),
+        "exp(n·log1p(x))": (lambda a: jnp.exp(3.0 * jnp.log1p(-0.01 * a)), (u,)),
+        "sin": (jnp.sin, (u,)),
+        "sum of 6 arrays (28 MB moved)": (lambda *a: sum(a), tuple(arrays)),
+    }
+    out = {}
+    for name, (fn, args) in cases.items():
+        f = jax.jit(fn)
+        out[name] = 1000 * statistics.median(timed(lambda f=f, args=args: f(*args), 30))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="minibatches per timed call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
+                                             "rram_step_profile.json"))
+    args = parser.parse_args()
+    result: dict[str, Any] = {
+        "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
+        "jax": jax.__version__, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()), "widths": list(WIDTHS), "batch": B,
+        "steps": args.steps, "step_ms": {}, "elementwise_ms_per_1M": {},
+    }
+    for name, spec in variants().items():
+        times = step_ms(spec, args.steps, args.repeats)
+        result["step_ms"][name] = {"median": statistics.median(times), "times": times}
+        print(f"{name:<24} {statistics.median(times):6.1f} ms/step", flush=True)
+    result["elementwise_ms_per_1M"] = elementwise_ms()
+    result["loadavg_end"] = list(os.getloadavg())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(f"\n{'training step, 784-1000-1000-1000, B = 100':<44} {'ms':>6}")
+    for name, row in result["step_ms"].items():
+        print(f"{name:<44} {row['median']:6.1f}")
+    print(f"\n{'elementwise, 1001x1000 float32':<44} {'ms':>6}")
+    for name, ms in result["elementwise_ms_per_1M"].items():
+        print(f"{name:<44} {ms:6.2f}")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
