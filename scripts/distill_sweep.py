@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distill_benchmarks as bench
+from _revision import git_revision
 
 import distill
 from mortal import data, ff
@@ -89,7 +90,8 @@ def main() -> None:
     common = {"epochs": args.epochs, "students": n, "temperature": t, "seed": s,
               "student_preset": args.student_preset,
               "teacher_state": args.teacher_state,
-              "command": " ".join([sys.executable, *sys.argv])}
+              "command": " ".join([sys.executable, *sys.argv]),
+              "git_revision": git_revision(bench.ROOT)}
     suffix = "" if args.student_preset == "rram" else f"{args.student_preset} students "
     for tau, reads in args.grid:
         started = time.perf_counter()

@@ -39,6 +39,9 @@ import jax.numpy as jnp  # noqa: E402
 import devices  # noqa: E402
 from mortal import data, ff  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from _revision import git_revision  # noqa: E402
+
 _RRAM = devices.preset("rram", (784, 500, 500, 500))
 _SYN = dataclasses.asdict(_RRAM.synapse)
 _CLEAN = {**_SYN, "update_model": "constant_step", "step_noise": 0.0, "write_noise": 0.0,
@@ -133,7 +136,8 @@ def main() -> None:
     result: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]),
                               "train_images": args.train, "epochs": args.epochs,
                               "widths": [784, args.width, args.width, args.width],
-                              "seed": args.seed, "rows": {}}
+                              "seed": args.seed, "git_revision": git_revision(ROOT),
+                              "rows": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list(ROWS)
