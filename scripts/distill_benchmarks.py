@@ -46,6 +46,7 @@ import distill  # noqa: E402
 from mortal import data, ff, runs  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
@@ -213,6 +214,10 @@ def main() -> None:
                         help="one-to-many: do not re-train the hard-label and weight-copy "
                         "arms; they are carried over from the previous row if it used the same "
                         "students, epochs, seed and learner (they do not depend on T, τ or R)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a learner-config field of teacher and students from the "
+                        "dataset's setup, e.g. --set label_strength=2.0 (a --teacher-state must "
+                        "have been trained with the same label embedding); repeatable")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-state", default=None,
                         help="a trained rram teacher saved by scripts/ff_benchmarks.py "
@@ -222,11 +227,15 @@ def main() -> None:
                         choices=["all", *EXPERIMENTS],
                         help="which experiments to run; results are merged into the JSON file")
     args = parser.parse_args()
+    overrides = parse_overrides(args.set, parser)
     selected = list(EXPERIMENTS) if "all" in args.experiments else args.experiments
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     ds = data.load(args.dataset, args.data_dir)
-    cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **cfg_kw)
+    try:
+        cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **{**cfg_kw, **overrides})
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--set with --dataset {args.dataset}: {exc}")
     dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,
                                  positive_temperature=args.positive_temperature,
                                  teacher_reads=args.teacher_reads)

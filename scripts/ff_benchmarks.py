@@ -36,9 +36,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from mortal import config, data, ff, runlog  # noqa: E402
+from mortal import data, ff, runlog  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
@@ -101,17 +102,6 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
     return spec, cfg
-
-
-def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """``KEY=VALUE`` learner-config overrides, read and checked exactly like the command line's
-    ``--set train.KEY=VALUE`` (TOML values, typed against ``ff.FFConfig``, one-line errors)."""
-    try:
-        resolved = config.load_config(sets=[f"train.{item}" for item in items]).train
-    except config.ConfigError as exc:
-        parser.error(str(exc))
-    keys = [item.partition("=")[0].strip() for item in items]
-    return {key: getattr(resolved, key) for key in keys}
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
