@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 import devices  # noqa: E402
@@ -46,7 +45,7 @@ from devices import _noise  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
 
 WIDTHS = (784, 1000, 1000, 1000)
-B = 100
+B = bench.B
 
 
 def variants() -> dict[str, devices.DeviceSpec]:
@@ -70,23 +69,11 @@ def variants() -> dict[str, devices.DeviceSpec]:
     }
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
     """Milliseconds per training step, one value per timed call."""
     cfg = ff.FFConfig(epochs=10)
     state = ff.init_population(devices.spawn(spec, 1, jax.random.key(0)), cfg, steps)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.uniform(0, 1, (steps * B, WIDTHS[0])).astype(np.float32))
-    y = jnp.asarray(rng.integers(0, 10, steps * B).astype(np.int32))
+    x, y = bench._data(steps, WIDTHS[0])
     keys, order = ff.epoch_keys(jax.random.key(1), 0, 1, cfg)
     held = [state]  # each call continues from the last one's state, as in training
     del state
@@ -96,7 +83,7 @@ def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
                                                      bench=ff.BENCH, mesh=None)
         return held[0], metrics
 
-    times = timed(fn, repeats)
+    _, times = bench.timed(fn, repeats=repeats)
     held.clear()
     gc.collect()
     return [1000 * t / steps for t in times]
@@ -117,7 +104,7 @@ def elementwise_ms() -> dict[str, float]:
     out = {}
     for name, (fn, args) in cases.items():
         f = jax.jit(fn)
-        out[name] = 1000 * statistics.median(timed(lambda f=f, args=args: f(*args), 30))
+        out[name] = 1000 * bench.timed(f, *args, repeats=30)[0]
     return out
 
 
