@@ -195,14 +195,21 @@ def schedule(cfg: FFConfig, steps_per_epoch: int) -> optax.Schedule:
                                  optax.linear_schedule(1.0, 0.0, half)], [half])
 
 
+def _bias_row(p: Array) -> Array:
+    """``(n_in + 1, 1)`` bool: True on the last row of a layer's array (its bias line)."""
+    return (jnp.arange(p.shape[-2]) == p.shape[-2] - 1)[:, None]
+
+
 def _decay_weights_not_biases(rate: float) -> optax.GradientTransformation:
     """``u + rate · w`` on weight rows; bias rows (the last of each layer) are not decayed, as in
     Hinton's code."""
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         assert params is not None
-        decayed = tuple(u + rate * p.at[-1].set(0.0) for u, p in zip(updates, params,
-                                                                    strict=True))
+        # a select on the row index, not ``p.at[-1].set(0)``: XLA fuses it into the update
+        # instead of copying every record array once per step (the same values)
+        decayed = tuple(u + rate * jnp.where(_bias_row(p), 0.0, p)
+                        for u, p in zip(updates, params, strict=True))
         return decayed, state
 
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
@@ -356,7 +363,16 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     """The FF gradients of one minibatch (positive + negative pass) and the layer losses."""
     e_pos, l_pos = goodness_error(m_pos.outputs, True, spec, cfg)
     e_neg, l_neg = goodness_error(m_neg.outputs, False, spec, cfg)
-    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
+    b_pos, b_neg = m_pos.inputs[0].shape[0], m_neg.inputs[0].shape[0]
+    if b_pos != b_neg:
+        grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos),
+                             local_gradients(m_neg, e_neg))
+        return grads, l_pos + l_neg
+    # equal batches: the sum of both passes' requests is one product over the 2B stacked rows
+    # (K = 2B): no second (n_in + 1, n_out) array to write and add; the same sum in exact math
+    both = jax.tree.map(lambda p, n: jnp.concatenate([p, n]), m_pos, m_neg)
+    grads = tuple(v.T @ (jnp.concatenate([ep, en])[:, None] * y) / b_pos
+                  for v, y, ep, en in zip(both.inputs, both.outputs, e_pos, e_neg, strict=True))
     return grads, l_pos + l_neg
 
 

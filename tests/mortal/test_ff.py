@@ -203,6 +203,18 @@ def test_label_strength_scales_the_label_lines_only(placement: str) -> None:
     assert np.allclose(neutral[:, lines], 2.0 / N_CLASSES)
 
 
+def test_weight_decay_shrinks_the_record_on_weight_rows_only() -> None:
+    cfg = dataclasses.replace(CFG, momentum=0.0, weight_decay=0.1, lr=0.5)
+    opt = ff.make_optimizer(cfg, steps_per_epoch=10)
+    record = (jnp.arange(1.0, 13.0).reshape(4, 3), -jnp.ones((3, 2)))
+    zeros = tuple(jnp.zeros_like(r) for r in record)
+    updates, _ = opt.update(zeros, opt.init(zeros), record)
+    for u, r in zip(updates, record, strict=True):
+        expected = -0.5 * 0.1 * np.asarray(r)  # −lr · decay · record on weight rows …
+        expected[-1] = 0.0  # … and the bias line (last row) is not decayed, as in Hinton's code
+        np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6)
+
+
 def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
     spec = devices.preset("rram", W)
     cfg = dataclasses.replace(CFG, accumulate=3.0, momentum=0.0, weight_decay=0.0, lr=1.0)
