@@ -363,16 +363,10 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     """The FF gradients of one minibatch (positive + negative pass) and the layer losses."""
     e_pos, l_pos = goodness_error(m_pos.outputs, True, spec, cfg)
     e_neg, l_neg = goodness_error(m_neg.outputs, False, spec, cfg)
-    b_pos, b_neg = m_pos.inputs[0].shape[0], m_neg.inputs[0].shape[0]
-    if b_pos != b_neg:
-        grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos),
-                             local_gradients(m_neg, e_neg))
-        return grads, l_pos + l_neg
-    # equal batches: the sum of both passes' requests is one product over the 2B stacked rows
-    # (K = 2B): no second (n_in + 1, n_out) array to write and add; the same sum in exact math
-    both = jax.tree.map(lambda p, n: jnp.concatenate([p, n]), m_pos, m_neg)
-    grads = tuple(v.T @ (jnp.concatenate([ep, en])[:, None] * y) / b_pos
-                  for v, y, ep, en in zip(both.inputs, both.outputs, e_pos, e_neg, strict=True))
+    # two products and a sum, not one product over the 2B stacked rows: XLA rounds the stacked
+    # product differently for different population shapes, and a run split over processes must
+    # equal one process bit for bit (BENCHMARKS.md, "After run 3")
+    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
     return grads, l_pos + l_neg
 
 

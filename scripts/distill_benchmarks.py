@@ -217,7 +217,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a learner-config field of teacher and students from the "
                         "dataset's setup, e.g. --set label_strength=2.0 (a --teacher-state must "
-                        "have been trained with the same label embedding); repeatable")
+                        "have been trained with the same label embedding; the pcm students' "
+                        "PCM_STUDENTS settings win over it); repeatable")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-state", default=None,
                         help="a trained rram teacher saved by scripts/ff_benchmarks.py "
@@ -227,7 +228,8 @@ def main() -> None:
                         choices=["all", *EXPERIMENTS],
                         help="which experiments to run; results are merged into the JSON file")
     args = parser.parse_args()
-    overrides = parse_overrides(args.set, parser)
+    overrides = parse_overrides(args.set, parser, reserved={
+        "epochs": "--epochs", "n_classes": "--dataset"})
     selected = list(EXPERIMENTS) if "all" in args.experiments else args.experiments
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
@@ -359,7 +361,8 @@ def main() -> None:
             errors = [_errors(jax.tree.map(lambda a: a[None], st), xt, yt, cfg, s + 10)[0]
                       for st in states]
             log(name, {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
-                       "lineage": lineage}, started)
+                       "lineage": lineage,
+                       "student_learner_config": dataclasses.asdict(ccfg)}, started)
         elif name == "cross-recipe":
             pcm_cfg = dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])
             cross = _distill(teacher, pcm, n, x, pcm_cfg, dcfg, s + 500)

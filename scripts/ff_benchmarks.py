@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
-    args.overrides = parse_overrides(args.set, parser)
+    args.overrides = parse_overrides(args.set, parser, reserved={"epochs": "--epochs"})
     for name in args.experiments:  # every combination is checked before hours of training
         try:
             build(EXPERIMENTS[name], 1, args.overrides)
