@@ -176,7 +176,9 @@ def readout_width(spec: devices.DeviceSpec, cfg: FFConfig) -> int:
     return sum(spec.widths[1 + cfg.readout_from:])
 
 
-def _check_fits(spec: devices.DeviceSpec, cfg: FFConfig) -> None:
+def check_fits(spec: devices.DeviceSpec, cfg: FFConfig) -> None:
+    """Raise ``ValueError`` (one line) if the learner config does not fit this device's shape:
+    the readout's first layer, the label lines, the per-layer learning-rate scales."""
     if cfg.readout_from >= spec.n_layers:
         raise ValueError(f"invalid learner config: readout_from={cfg.readout_from} leaves no "
                          f"layer of this {spec.n_layers}-layer device for the readout")
@@ -233,7 +235,7 @@ def make_optimizer(cfg: FFConfig, steps_per_epoch: int) -> optax.GradientTransfo
 def init(device: devices.Device, cfg: FFConfig, steps_per_epoch: int) -> FFState:
     """Fresh learner state for one device (vmap it over a population)."""
     spec = device.spec
-    _check_fits(spec, cfg)
+    check_fits(spec, cfg)
     zeros = tuple(jnp.zeros((a + 1, b), jnp.float32) for a, b in
                   zip(spec.widths[:-1], spec.widths[1:], strict=True))
     opt = make_optimizer(cfg, steps_per_epoch)

@@ -236,6 +236,7 @@ def main() -> None:
     ds = data.load(args.dataset, args.data_dir)
     try:
         cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **{**cfg_kw, **overrides})
+        ff.check_fits(devices.preset("ideal", widths), cfg)
     except (TypeError, ValueError) as exc:
         parser.error(f"--set with --dataset {args.dataset}: {exc}")
     dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,

@@ -101,6 +101,7 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None
     for part, changes in exp.spec_changes.items():
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
+    ff.check_fits(spec, cfg)
     return spec, cfg
 
 
