@@ -233,10 +233,11 @@ def main() -> None:
     selected = list(EXPERIMENTS) if "all" in args.experiments else args.experiments
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
+    rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
     ds = data.load(args.dataset, args.data_dir)
     try:
         cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **{**cfg_kw, **overrides})
-        ff.check_fits(devices.preset("ideal", widths), cfg)
+        ff.check_fits(rram, cfg)  # every device of the script has these widths
     except (TypeError, ValueError) as exc:
         parser.error(f"--set with --dataset {args.dataset}: {exc}")
     dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,
@@ -244,7 +245,6 @@ def main() -> None:
                                  teacher_reads=args.teacher_reads)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
-    rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
     s, t, n = args.seed, args.temperature, args.students
     out = Path(args.out) / f"distill_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

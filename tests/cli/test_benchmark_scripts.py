@@ -1,0 +1,64 @@
+"""The benchmark scripts refuse a bad ``--set`` in one line, before any training starts.
+
+They run in subprocesses as a user would start them; every refusal happens while the command
+line is read (or, for ``distill_benchmarks.py``, right after the embedded digits are loaded), so
+each call takes the few seconds of importing JAX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], env=ENV,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def _last_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize(("script", "args", "says"), [
+    ("ff_benchmarks.py", ["digits-ideal", "--set", "label_strength"], "write --set KEY=VALUE"),
+    ("ff_benchmarks.py", ["digits-ideal", "--set", "epochs=3"], "use --epochs"),
+    ("ff_benchmarks.py", ["digits-ideal", "--set", "lr=-1"], "lr"),
+    ("ff_benchmarks.py", ["digits-ideal", "--set", "readout_from=5"], "digits-ideal"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--set", "n_classes=3"], "use --dataset"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--set", "nonsense=1"], "nonsense"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--set", "readout_from=5"],
+     "--dataset digits"),
+])
+def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
+                                          says: str) -> None:
+    p = _script(script, *args, "--out", str(tmp_path))
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert says in _last_line(p.stderr), p.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_overrides_are_typed_like_the_command_line() -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from _overrides import parse_overrides
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    parser = argparse.ArgumentParser()
+    got = parse_overrides(["label_strength=2", " weight_decay = 0.002", "layer_lr_scale=[1,2,3]"],
+                          parser)
+    assert got == {"label_strength": 2.0, "weight_decay": 0.002,
+                   "layer_lr_scale": (1.0, 2.0, 3.0)}
+    assert isinstance(got["label_strength"], float)
+    assert parse_overrides([], parser) == {}
