@@ -10,10 +10,15 @@ one of the texts and keeps the others)::
 
     python scripts/rram_ablation.py --data-dir ../shared/data
 
-The rows answer four questions: which physics costs accuracy (write noise, step noise, the
+The rows answer five questions: which physics costs accuracy (write noise, step noise, the
 update model, the read path, the neurons), whether digital accumulation of requests helps,
-which read gain (the periphery's scale between digital weights and conductances) is best, and,
-at that gain, whether the write noise or the soft bounds set the floor.
+which read gain (the periphery's scale between digital weights and conductances) is best, at
+that gain, whether the write noise or the soft bounds set the floor, and how long the request
+should be smoothed (the "smoothing" rows, session 9, measured with ``--train 50000 --epochs 3
+--only smoothing --out scripts/results/rram_ablation_smoothing.json``)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
+        --only smoothing --out scripts/results/rram_ablation_smoothing.json
 
 One device and 2,000 validation images per row: differences below about 1.5 points are within
 what another seed or another 2,000 images would move (``--seed`` gives another device).
@@ -96,6 +101,11 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "rram, gain 0.05, constant steps, no write noise": (
         "rram", {}, {"read": {"gain": 0.05},
                      "synapse": {**_SYN, "update_model": "constant_step", "write_noise": 0.0}}),
+    # session 9: how long the periphery smooths the request before it becomes pulses (Hinton's
+    # "delay", 0.9 in his recipe); run with --train 50000 --epochs 3 --only smoothing
+    **{f"rram, gain 0.12, label strength 2, smoothing {m}": (
+        "rram", {"label_strength": 2.0, "momentum": m}, {"read": {"gain": 0.12}})
+       for m in (0.0, 0.9, 0.95, 0.98, 0.99, 0.995)},
 }
 
 

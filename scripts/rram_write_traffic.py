@@ -1,0 +1,161 @@
+"""How often does FF rewrite an `rram` synapse, and does a trained device depend on its offsets?
+
+Two measurements behind the choice of gradient smoothing for `rram` devices (BENCHMARKS.md and
+README, "Why `rram` trails `ideal`"):
+
+* **Write traffic**: one device (``--widths``, read gain 0.12, label strength 2) trained on MNIST
+  with Hinton's recipe at several gradient-smoothing constants (``--momentum``). Every
+  ``--every`` steps, the fraction of synapses per layer that the next step writes (a write
+  redraws the synapse's read offset, 56 ``dw_min``). Analysis only: the script compares the
+  device's state before and after a step, which no learner may read.
+* **Offsets** (``--teacher-state``, a device saved by ``scripts/ff_benchmarks.py --save-state``):
+  test error as trained, with every write offset set to zero, halved, and shuffled among the
+  synapses of its layer (same values, new places). If the trained weights had learned to work
+  around their own offsets, shuffling costs accuracy and zeroing does not help.
+
+Writes ``scripts/results/rram_write_traffic.json`` and prints tables. About 3 minutes for the
+traffic part on 2 CPU cores (3 settings × 1,000 steps of 784-500-500-500), 2 minutes for a
+784-1000-1000-1000 teacher::
+
+    python scripts/rram_write_traffic.py --data-dir ../shared/data \\
+        --teacher-state scripts/results/ff_mnist-rram-ls2.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import devices  # noqa: E402
+from mortal import data, ff  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from _revision import git_revision  # noqa: E402
+
+
+def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, steps: int,
+                  every: int, seed: int) -> list[dict[str, Any]]:
+    """Fraction of synapses per layer written by step ``t`` for ``t`` = 0, every, 2·every, …"""
+    spec = devices.preset("rram", widths)
+    spec = spec.replace(read=dataclasses.replace(spec.read, gain=0.12))
+    n = ds.x_train.shape[0]
+    cfg = ff.FFConfig(epochs=max(1, -(-steps * 100 // n)), label_strength=2.0, momentum=momentum)
+    per_epoch = ff.steps_per_epoch(n, cfg)
+    state = ff.init(devices.fabricate(spec, jax.random.key(seed)), cfg, per_epoch)
+    step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch))
+    written = jax.jit(lambda a, b: jnp.stack([jnp.mean(p != q) for p, q in zip(a, b,
+                                                                               strict=True)]))
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    rows = []
+    for t in range(steps + 1):  # a diagnostic: one jitted step at a time, in order
+        i = (t % per_epoch) * cfg.batch_size
+        new, _ = step(state, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size],
+                      jax.random.fold_in(jax.random.key(seed + 1), t))
+        if t % every == 0:
+            frac = written(state.device.state.offsets, new.device.state.offsets)
+            rows.append({"step": t, "written": [round(float(f), 4) for f in frac]})
+        state = new
+    return rows
+
+
+def offsets_test(path: str, ds: data.Dataset, seed: int) -> dict[str, dict[str, float]]:
+    from distill_benchmarks import load_state
+
+    state, _, cfg = load_state(path)
+    state = jax.tree.map(lambda a: a[:1], state)  # device 0
+    x, y = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+    offsets = state.device.state.offsets
+    if any(o is None for o in offsets):
+        raise SystemExit(f"{path}: this device's recipe has no write noise, so no offsets")
+
+    def with_offsets(new: tuple[jax.Array, ...]) -> ff.FFState:
+        dev = state.device
+        return dataclasses.replace(state, device=dataclasses.replace(
+            dev, state=dataclasses.replace(dev.state, offsets=new)))
+
+    def shuffled(k: int) -> tuple[jax.Array, ...]:
+        return tuple(jax.vmap(lambda o, kk: jax.random.permutation(kk, o.ravel()).reshape(
+            o.shape))(o, jax.random.split(jax.random.key(1000 * k + i), o.shape[0]))
+            for i, o in enumerate(offsets))
+
+    variants = {"as trained": offsets,
+                "offsets zeroed": tuple(jnp.zeros_like(o) for o in offsets),
+                "offsets halved": tuple(0.5 * o for o in offsets),
+                "offsets shuffled (1)": shuffled(1), "offsets shuffled (2)": shuffled(2)}
+    keys = jax.random.split(jax.random.key(seed + 2), 1)
+    out = {}
+    for name, new in variants.items():
+        ev = ff.evaluate_population(with_offsets(new), x, y, keys, cfg, 1000, ff.BENCH)
+        out[name] = {"test_goodness_error": float(ev["goodness_error"][0]),
+                     "test_softmax_error": float(ev["softmax_error"][0])}
+        print(f"{name:<24} {100 * out[name]['test_goodness_error']:6.2f} "
+              f"{100 * out[name]['test_softmax_error']:6.2f}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--widths", type=int, nargs="+", default=[784, 500, 500, 500])
+    parser.add_argument("--momentum", type=float, nargs="+", default=[0.9, 0.98, 0.99])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-state", default=None,
+                        help="also test a saved device's dependence on its write offsets")
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
+                                             "rram_write_traffic.json"))
+    args = parser.parse_args()
+    if args.widths[0] != 784 or len(args.widths) < 2 or min(args.widths) < 1:
+        parser.error("--widths: 784 inputs (MNIST) then at least one positive layer width")
+    if args.steps < 0 or args.every < 1:
+        parser.error("--steps must be >= 0 and --every >= 1")
+    if any(not 0 <= m < 1 for m in args.momentum):
+        parser.error("--momentum values must lie in [0, 1)")
+    if args.teacher_state and not Path(args.teacher_state).is_file():
+        parser.error(f"--teacher-state {args.teacher_state}: no such file")
+    ds = data.load("mnist", args.data_dir)
+    result: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]),
+                              "git_revision": git_revision(ROOT), "widths": args.widths,
+                              "seed": args.seed, "read_gain": 0.12, "label_strength": 2.0,
+                              "traffic": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        tmp = out.with_suffix(".json.part")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out)
+
+    for m in args.momentum:
+        started = time.perf_counter()
+        rows = write_traffic(ds, tuple(args.widths), m, args.steps, args.every, args.seed)
+        result["traffic"][f"momentum {m}"] = rows
+        save()
+        print(f"momentum {m} ({time.perf_counter() - started:.0f} s): fraction of synapses "
+              f"written per step, by layer", flush=True)
+        for r in rows:
+            print(f"  step {r['step']:>6}  " + "  ".join(f"{f:.3f}" for f in r["written"]))
+    if args.teacher_state:
+        print(f"\n{'device ' + Path(args.teacher_state).name:<24} {'good.%':>6} {'soft.%':>6}"
+              "  (test error)")
+        result["offsets"] = {"teacher_state": args.teacher_state,
+                             **offsets_test(args.teacher_state, ds, args.seed)}
+        save()
+
+
+if __name__ == "__main__":
+    main()
