@@ -2,8 +2,9 @@
 
 Short runs (784-500-500-500, the first ``--train`` MNIST training images, ``--epochs`` epochs,
 Hinton's learner recipe, one device, seed 0) with one part of the physics or of the periphery
-changed at a time; validation error on the first 2,000 validation images, goodness readout and
-one-pass softmax readout. Writes ``scripts/results/rram_ablation.json`` and prints a table.
+changed at a time; validation error on the first ``--val`` (2,000) validation images, goodness
+readout and one-pass softmax readout. Writes ``scripts/results/rram_ablation.json`` and prints a
+table.
 
 Reproduce (≈ 10 minutes on 2 CPU cores; ``--only TEXT ...`` re-runs the rows whose names contain
 one of the texts and keeps the others)::
@@ -15,10 +16,10 @@ update model, the read path, the neurons), whether digital accumulation of reque
 which read gain (the periphery's scale between digital weights and conductances) is best, at
 that gain, whether the write noise or the soft bounds set the floor, and how long the request
 should be smoothed (the "smoothing" rows, session 9, measured with ``--train 50000 --epochs 3
---only smoothing --out scripts/results/rram_ablation_smoothing.json``)::
+--val 10000 --only smoothing --out scripts/results/rram_ablation_smoothing.json``)::
 
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
-        --only smoothing --out scripts/results/rram_ablation_smoothing.json
+        --val 10000 --only smoothing --out scripts/results/rram_ablation_smoothing.json
 
 One device and 2,000 validation images per row: differences below about 1.5 points are within
 what another seed or another 2,000 images would move (``--seed`` gives another device).
@@ -116,7 +117,7 @@ def run_row(preset: str, cfg_changes: dict[str, Any], spec_changes: dict[str, di
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
     cfg = ff.FFConfig(epochs=args.epochs, **cfg_changes)
     x, y = jnp.asarray(ds.x_train[: args.train]), jnp.asarray(ds.y_train[: args.train])
-    xv, yv = jnp.asarray(ds.x_val[:2000]), jnp.asarray(ds.y_val[:2000])
+    xv, yv = jnp.asarray(ds.x_val[:args.val]), jnp.asarray(ds.y_val[:args.val])
     pop = devices.spawn(spec, 1, jax.random.key(args.seed))
     state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
     start = time.perf_counter()
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=10_000, help="training images used")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--val", type=int, default=2000, help="validation images used")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "rram_ablation.json"))
     parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
@@ -146,7 +148,8 @@ def main() -> None:
     result: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]),
                               "train_images": args.train, "epochs": args.epochs,
                               "widths": [784, args.width, args.width, args.width],
-                              "seed": args.seed, "git_revision": git_revision(ROOT),
+                              "seed": args.seed, "val_images": args.val,
+                              "git_revision": git_revision(ROOT),
                               "rows": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,8 +161,8 @@ def main() -> None:
                      + "; ".join(ROWS))
         if out.exists():
             old = json.loads(out.read_text())
-            same = all(old.get(k) == result[k] for k in ("train_images", "epochs", "widths",
-                                                          "seed"))
+            same = all(old.get(k, 2000 if k == "val_images" else None) == result[k]
+                       for k in ("train_images", "epochs", "widths", "seed", "val_images"))
             if same:  # keep the rows measured before; the command that made them is kept too
                 result["rows"] = {n: r for n, r in old["rows"].items() if n not in names}
                 result["earlier_commands"] = [*old.get("earlier_commands", []), old["command"]]
