@@ -103,7 +103,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
         "rram", {}, {"read": {"gain": 0.05},
                      "synapse": {**_SYN, "update_model": "constant_step", "write_noise": 0.0}}),
     # session 9: how long the periphery smooths the request before it becomes pulses (Hinton's
-    # "delay", 0.9 in his recipe); run with --train 50000 --epochs 3 --only smoothing
+    # "delay", 0.9 in his recipe); run with --train 50000 --epochs 3 --val 10000 --only
+    # smoothing
     **{f"rram, gain 0.12, label strength 2, smoothing {m}": (
         "rram", {"label_strength": 2.0, "momentum": m}, {"read": {"gain": 0.12}})
        for m in (0.0, 0.9, 0.95, 0.98, 0.99, 0.995)},

@@ -1,7 +1,7 @@
 """How often does FF rewrite an `rram` synapse, and does a trained device depend on its offsets?
 
-Two measurements behind the choice of gradient smoothing for `rram` devices (BENCHMARKS.md and
-README, "Why `rram` trails `ideal`"):
+Two measurements behind the choice of gradient smoothing for `rram` devices (README, "Why
+`rram` trails `ideal`"):
 
 * **Write traffic**: one device (``--widths``, read gain 0.12, label strength 2) trained on MNIST
   with Hinton's recipe at several gradient-smoothing constants (``--momentum``). Every
@@ -51,8 +51,9 @@ def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, st
     """Fraction of synapses per layer written by step ``t`` for ``t`` = 0, every, 2·every, …"""
     spec = devices.preset("rram", widths)
     spec = spec.replace(read=dataclasses.replace(spec.read, gain=0.12))
-    n = ds.x_train.shape[0]
-    cfg = ff.FFConfig(epochs=max(1, -(-steps * 100 // n)), label_strength=2.0, momentum=momentum)
+    n, batch = ds.x_train.shape[0], ff.FFConfig().batch_size
+    cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), label_strength=2.0,
+                      momentum=momentum)
     per_epoch = ff.steps_per_epoch(n, cfg)
     state = ff.init(devices.fabricate(spec, jax.random.key(seed)), cfg, per_epoch)
     step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch))
