@@ -120,8 +120,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
                                              "rram_write_traffic.json"))
     args = parser.parse_args()
-    if args.widths[0] != 784 or len(args.widths) < 2 or min(args.widths) < 1:
-        parser.error("--widths: 784 inputs (MNIST) then at least one positive layer width")
+    if args.widths[0] != 784 or len(args.widths) < 3 or min(args.widths) < 1:
+        parser.error("--widths: 784 inputs (MNIST) then at least two positive layer widths "
+                     "(the readout skips the first layer)")
     if args.steps < 0 or args.every < 1:
         parser.error("--steps must be >= 0 and --every >= 1")
     if any(not 0 <= m < 1 for m in args.momentum):
