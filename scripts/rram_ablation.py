@@ -21,6 +21,12 @@ should be smoothed (the "smoothing" rows, session 9, measured with ``--train 500
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
         --val 10000 --only smoothing --out scripts/results/rram_ablation_smoothing.json
 
+Session 10 rows (accumulation, batch, learning rate, gain, label strength and weight decay at
+smoothing 0.98; ``scripts/results/rram_ablation_accumulate.json``)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
+        --val 10000 --only "smoothing 0.98" --out scripts/results/rram_ablation_accumulate.json
+
 One device and 2,000 validation images per row: differences below about 1.5 points are within
 what another seed or another 2,000 images would move (``--seed`` gives another device).
 """
@@ -108,6 +114,28 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     **{f"rram, gain 0.12, label strength 2, smoothing {m}": (
         "rram", {"label_strength": 2.0, "momentum": m}, {"read": {"gain": 0.12}})
        for m in (0.0, 0.9, 0.95, 0.98, 0.99, 0.995)},
+    # session 10: at smoothing 0.98, fewer writes by accumulating requests digitally until they
+    # are worth k pulses, or by fewer, larger steps (batch and learning rate scaled together);
+    # run with --train 50000 --epochs 3 --val 10000 --only "smoothing 0.98"
+    **{f"rram, gain 0.12, label strength 2, smoothing 0.98, accumulate {k}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "accumulate": float(k)},
+        {"read": {"gain": 0.12}}) for k in (1, 2, 4, 8)},
+    **{f"rram, gain 0.12, label strength 2, smoothing 0.98, batch {b}, lr {b / 10_000:g}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "batch_size": b, "lr": b / 10_000},
+        {"read": {"gain": 0.12}}) for b in (200, 400)},
+    # session 10: at smoothing 0.98, do the learning rate, read gain, label strength and weight
+    # decay chosen at 0.9 still hold?
+    **{f"rram, gain 0.12, label strength 2, smoothing 0.98, lr {lr}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "lr": lr}, {"read": {"gain": 0.12}})
+       for lr in (0.005, 0.02)},
+    **{f"rram, gain {g}, label strength 2, smoothing 0.98": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98}, {"read": {"gain": g}})
+       for g in (0.08, 0.18)},
+    "rram, gain 0.12, label strength 3, smoothing 0.98": (
+        "rram", {"label_strength": 3.0, "momentum": 0.98}, {"read": {"gain": 0.12}}),
+    "rram, gain 0.12, label strength 2, smoothing 0.98, no weight decay": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "weight_decay": 0.0},
+        {"read": {"gain": 0.12}}),
 }
 
 
