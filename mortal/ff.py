@@ -57,7 +57,11 @@ class FFConfig:
     ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them.
     Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
     (0-based; 1 skips the first hidden layer), delta rule with ``readout_lr`` and
-    ``readout_decay``. ``negatives``: ``hard`` or ``random``. ``mode``: ``supervised`` (labels in
+    ``readout_decay``. ``negatives``: ``hard`` (drawn from the device's belief, the neutral-pass
+    readout), ``random`` (uniform), or ``excess`` (drawn from where the belief exceeds the target:
+    ``∝ max(softmax(z) − q̃, 0)``, see ``sample_negatives``; equal to ``hard`` for one-hot
+    targets, and for soft targets it stops pushing down a class the device already rates no
+    higher than its teacher does). Never the positive class. ``mode``: ``supervised`` (labels in
     the input) or ``unsupervised`` (hybrid-image negatives, no label lines; ``image_shape``
     needed). ``shared_order``: every device of a population sees minibatches in the same order.
     Distillation (soft targets at temperature ``readout_temperature`` = T): the readout descends
@@ -79,7 +83,7 @@ class FFConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"
     epochs: int = 100
     batch_size: int = 100
-    negatives: Literal["hard", "random"] = "hard"
+    negatives: Literal["hard", "random", "excess"] = "hard"
     readout_lr: float = 0.1
     readout_decay: float = 0.003
     readout_from: int = 1
@@ -103,7 +107,8 @@ class FFConfig:
             (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.negatives in ("hard", "random"), "negatives must be 'hard' or 'random'"),
+            (self.negatives in ("hard", "random", "excess"),
+             "negatives must be 'hard', 'random' or 'excess'"),
             (self.temperature > 0, "temperature must be > 0"),
             (self.readout_from >= 0, "readout_from must be >= 0"),
             (self.accumulate >= 0, "accumulate must be >= 0"),
@@ -372,12 +377,30 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     return grads, l_pos + l_neg
 
 
-def sample_negatives(key: Array, positives: Array, belief_logits: Array, cfg: FFConfig
-                     ) -> Array:
-    """A wrong class per example: from the device's belief (``hard``) or uniform (``random``),
-    never the positive class. ``(B,)`` int32."""
+def sample_negatives(key: Array, positives: Array, belief_logits: Array, cfg: FFConfig,
+                     targets: Array | None = None) -> Array:
+    """A wrong class per example, never the positive class. ``(B,)`` int32.
+
+    ``hard``: from the device's belief ``softmax(z)`` (``z``: ``belief_logits`` ``(B, C)``);
+    ``random``: uniform; ``excess``: from ``max(softmax(z) − q, 0)``, the classes the device
+    rates higher than the target ``q`` ``(B, C)`` does (``targets``, as the positives are drawn
+    from them). For one-hot ``q`` the excess is the belief on the wrong classes, so ``excess``
+    draws exactly what ``hard`` draws for the same key (classes with ``q = 0`` keep their logit
+    ``z`` bit for bit). Where no class but the positive has an excess, the belief is used.
+    """
     banned = jax.nn.one_hot(positives, cfg.n_classes, dtype=bool)
-    logits = belief_logits if cfg.negatives == "hard" else jnp.zeros_like(belief_logits)
+    if cfg.negatives == "random":
+        logits = jnp.zeros_like(belief_logits)
+    elif cfg.negatives == "excess":
+        assert targets is not None, "excess negatives need the targets"
+        lse = jax.nn.logsumexp(belief_logits, axis=-1, keepdims=True)
+        excess = jnp.exp(belief_logits - lse) - targets
+        over = jnp.where(excess > 0, jnp.log(jnp.maximum(excess, 1e-30)) + lse, -jnp.inf)
+        logits = jnp.where(targets > 0, over, belief_logits)
+        none_left = jnp.all(banned | (logits == -jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(none_left, belief_logits, logits)
+    else:
+        logits = belief_logits
     return jax.random.categorical(key, jnp.where(banned, -jnp.inf, logits), axis=-1)
 
 
@@ -418,17 +441,24 @@ def readout_gradient(logits: Array, targets: Array, labels: Array | None, cfg: F
     return (1.0 - cfg.hard_weight) * grad + cfg.hard_weight * hard
 
 
-def positive_classes(key: Array, targets: Array, labels: Array | None, cfg: FFConfig) -> Array:
-    """The class written into the positive pass: drawn from the target ``(B, C)``, sharpened
-    to ``q ** positive_power`` (renormalised), mixed with ``onehot(labels)`` at weight
-    ``hard_weight`` when labels are given. ``(B,)`` int32."""
+def positive_distribution(targets: Array, labels: Array | None, cfg: FFConfig) -> Array:
+    """What the positive class is drawn from: the target ``(B, C)`` sharpened to
+    ``q ** positive_power`` (renormalised), mixed with ``onehot(labels)`` at weight
+    ``hard_weight`` when labels are given. ``(B, C)``; one-hot targets are returned unchanged."""
     mix = targets
     if cfg.positive_power != 1.0:  # log 0 = −inf stays −inf: one-hot targets are unchanged
         mix = jax.nn.softmax(cfg.positive_power * jnp.log(targets), axis=-1)
     if labels is not None and cfg.hard_weight > 0:
         mix = ((1.0 - cfg.hard_weight) * mix
                + cfg.hard_weight * jax.nn.one_hot(labels, cfg.n_classes))
-    return jax.random.categorical(key, jnp.log(mix), axis=-1)
+    return mix
+
+
+def positive_classes(key: Array, targets: Array, labels: Array | None, cfg: FFConfig) -> Array:
+    """The class written into the positive pass, drawn from ``positive_distribution``.
+    ``(B,)`` int32."""
+    return jax.random.categorical(key, jnp.log(positive_distribution(targets, labels, cfg)),
+                                  axis=-1)
 
 
 def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConfig,
@@ -455,9 +485,10 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     logits = feats @ state.readout
     if targets.ndim == 1:  # hard labels
         labels, targets = None, jax.nn.one_hot(targets, cfg.n_classes)
-    positives = positive_classes(k_pos, targets, labels, cfg)
+    mix = positive_distribution(targets, labels, cfg)
+    positives = jax.random.categorical(k_pos, jnp.log(mix), axis=-1)
     if cfg.mode == "supervised":
-        negatives = sample_negatives(k_neg, positives, logits, cfg)
+        negatives = sample_negatives(k_neg, positives, logits, cfg, mix)
         x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
         # one bench call drives both batches (2B rows): the same physics as two calls, each row
         # with its own read noise, but matrices twice as tall and one set of weight reads

@@ -127,7 +127,7 @@ def test_learning_uses_only_measure_and_program_never_the_physics() -> None:
 
 # --- negatives, targets ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["hard", "random"])
+@pytest.mark.parametrize("kind", ["hard", "random", "excess"])
 def test_negatives_never_carry_the_true_label(kind: str) -> None:
     cfg = dataclasses.replace(CFG, negatives=kind)
     n = 20_000
@@ -135,7 +135,8 @@ def test_negatives_never_carry_the_true_label(kind: str) -> None:
     # a belief that is sure of the true class: the worst case for leaking it
     logits = 50.0 * jax.nn.one_hot(positives, N_CLASSES) + jax.random.normal(
         jax.random.key(1), (n, N_CLASSES))
-    negatives = np.asarray(ff.sample_negatives(jax.random.key(2), positives, logits, cfg))
+    onehot = jax.nn.one_hot(positives, N_CLASSES)
+    negatives = np.asarray(ff.sample_negatives(jax.random.key(2), positives, logits, cfg, onehot))
     assert np.all(negatives != np.asarray(positives))
     assert set(np.unique(negatives)) == set(range(N_CLASSES))
 
@@ -148,6 +149,43 @@ def test_hard_negatives_follow_the_belief_among_wrong_classes() -> None:
     neg = np.asarray(ff.sample_negatives(jax.random.key(0), positives, logits, cfg))
     freq = np.bincount(neg, minlength=4) / n
     np.testing.assert_allclose(freq, [0.0, 0.2 / 0.3, 0.08 / 0.3, 0.02 / 0.3], atol=0.01)
+
+
+def test_excess_negatives_come_from_where_the_belief_exceeds_the_target() -> None:
+    cfg = dataclasses.replace(CFG, negatives="excess")
+    n = 40_000
+    positives = jnp.zeros((n,), jnp.int32)
+    belief = jnp.array([0.4, 0.3, 0.2, 0.1])
+    q = jnp.array([0.5, 0.1, 0.2, 0.2])  # excess: class 1 only (0.2); class 3 is underrated
+    logits = jnp.broadcast_to(jnp.log(belief), (n, 4))
+    neg = np.asarray(ff.sample_negatives(jax.random.key(0), positives, logits, cfg,
+                                         jnp.broadcast_to(q, (n, 4))))
+    np.testing.assert_array_equal(neg, 1)
+    q2 = jnp.array([0.1, 0.2, 0.1, 0.6])  # excess 0.3, 0.1, 0.1 on classes 0..2; 0 is banned
+    neg = np.asarray(ff.sample_negatives(jax.random.key(1), positives, logits, cfg,
+                                         jnp.broadcast_to(q2, (n, 4))))
+    np.testing.assert_allclose(np.bincount(neg, minlength=4) / n, [0, 0.5, 0.5, 0], atol=0.01)
+    # no class but the positive one in excess: the belief decides, as for hard negatives
+    neg = np.asarray(ff.sample_negatives(jax.random.key(2), positives, logits, cfg,
+                                         jnp.broadcast_to(jnp.array([0.1, 0.3, 0.2, 0.4]),
+                                                          (n, 4))))
+    hard = np.asarray(ff.sample_negatives(jax.random.key(2), positives, logits,
+                                          dataclasses.replace(cfg, negatives="hard")))
+    np.testing.assert_array_equal(neg, hard)
+
+
+def test_excess_negatives_equal_hard_negatives_for_one_hot_targets() -> None:
+    pop = devices.spawn(devices.preset("rram", W), 2, jax.random.key(4))
+    x, y = _data()
+    hard, _ = _train(pop, y, x, 2)
+    excess, _ = _train(pop, jax.nn.one_hot(y, N_CLASSES), x, 2,
+                       dataclasses.replace(CFG, negatives="excess"))
+    assert _tree_equal(hard, excess)
+    # and with soft targets the two differ
+    q = 0.7 * jax.nn.one_hot(y, N_CLASSES) + 0.075
+    soft_hard, _ = _train(pop, q, x, 1)
+    soft_excess, _ = _train(pop, q, x, 1, dataclasses.replace(CFG, negatives="excess"))
+    assert not _tree_equal(soft_hard, soft_excess)
 
 
 def test_one_hot_targets_reproduce_hard_label_training_exactly() -> None:
