@@ -71,6 +71,13 @@ class FFConfig:
     (for ``q = softmax(z / T)``, ``q̃ = softmax(z / (T / positive_power))``: a distillation
     student draws its positives at a lower temperature than its readout matches; one-hot
     targets are unchanged by it).
+    ``goodness_kl_weight`` κ > 0 adds, in supervised mode, the gradient of
+    ``κ T² KL(q ‖ softmax(G / T))`` on the goodness scores ``G`` (summed over layers
+    ``readout_from`` .. L, one pass per candidate label, as the goodness readout reads them) with
+    ``T = readout_temperature``: every label's goodness moves toward the target's log-odds on
+    every example, the way Hinton et al.'s distillation matches every logit, rather than only the
+    sampled positive and negative labels. The positive and negative passes are then rows of that
+    one all-label measurement. It costs ``C`` passes per example instead of 2.
     """
 
     n_classes: int = 10
@@ -97,6 +104,7 @@ class FFConfig:
     hard_weight: float = 0.0
     positive_power: float = 1.0
     label_placement: Literal["overwrite", "prepend"] = "overwrite"
+    goodness_kl_weight: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -126,6 +134,8 @@ class FFConfig:
             (0 <= self.hard_weight <= 1, "hard_weight must lie in [0, 1]"),
             (self.positive_power > 0 and math.isfinite(self.positive_power),
              "positive_power must be a positive number"),
+            (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight),
+             "goodness_kl_weight must be a number >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -323,17 +333,27 @@ def readout_logits(state: FFState, x: Array, cfg: FFConfig, key: Array | None,
     return readout_features(m, cfg) @ state.readout
 
 
+def embed_all_classes(x: Array, cfg: FFConfig) -> Array:
+    """``(C·B, D')``: every image with every label, class-major (row ``c·B + i``)."""
+    classes = jnp.repeat(jnp.arange(cfg.n_classes), x.shape[0])
+    return embed_class(jnp.tile(x, (cfg.n_classes, 1)), classes, cfg)
+
+
+def scores_from_goodness(outputs: tuple[Array, ...], cfg: FFConfig) -> Array:
+    """``(B, C)`` accumulated goodness of layers readout_from..L from the outputs of a
+    class-major all-label measurement (``embed_all_classes``)."""
+    g = goodness(outputs)[cfg.readout_from:].sum(axis=0)
+    return g.reshape(cfg.n_classes, -1).T
+
+
 def goodness_scores(device: devices.Device, x: Array, cfg: FFConfig, key: Array | None,
                     bench: Bench = BENCH) -> Array:
     """Accumulated goodness of layers readout_from..L for every candidate label: ``(B, C)``.
 
     One pass per label (all labels in one batched measurement of ``C·B`` inputs).
     """
-    b = x.shape[0]
-    classes = jnp.repeat(jnp.arange(cfg.n_classes), b)
-    xs = embed_class(jnp.tile(x, (cfg.n_classes, 1)), classes, cfg)
-    g = goodness(bench.measure(device, xs, key=key).outputs)[cfg.readout_from:].sum(axis=0)
-    return g.reshape(cfg.n_classes, b).T
+    return scores_from_goodness(bench.measure(device, embed_all_classes(x, cfg), key=key).outputs,
+                                cfg)
 
 
 def goodness_probabilities(device: devices.Device, x: Array, cfg: FFConfig, key: Array | None,
@@ -375,6 +395,24 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     # equal one process bit for bit (BENCHMARKS.md, "After run 3")
     grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
     return grads, l_pos + l_neg
+
+
+def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFConfig
+                          ) -> tuple[Array, ...]:
+    """The local requests of ``κ T² KL(q ‖ softmax(G / T))`` (``goodness_kl_weight`` κ,
+    ``readout_temperature`` T) from a class-major all-label measurement ``m_all`` (``C·B`` rows)
+    and targets ``q`` ``(B, C)``. ``∂/∂G_c = κ T (softmax(G / T)_c − q_c)`` is the goodness error
+    of the pass with label ``c``, shared by every layer the scores sum over (layers before
+    ``readout_from`` get none); each layer's request is then ``vᵀ (∂L/∂G · y) / B`` from its own
+    measured input and output, as for the FF passes."""
+    t = cfg.readout_temperature
+    scores = scores_from_goodness(m_all.outputs, cfg)
+    err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t, axis=-1) - targets)
+    err_rows = err.T.reshape(-1, 1)  # class-major, like the rows of m_all
+    b = err.shape[0]  # a mean over the B examples (each has C passes)
+    return tuple(v.T @ (err_rows * y) / b if idx >= cfg.readout_from
+                 else jnp.zeros((v.shape[1], y.shape[1]), y.dtype)
+                 for idx, (v, y) in enumerate(zip(m_all.inputs, m_all.outputs, strict=True)))
 
 
 def sample_negatives(key: Array, positives: Array, belief_logits: Array, cfg: FFConfig,
@@ -489,17 +527,27 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     positives = jax.random.categorical(k_pos, jnp.log(mix), axis=-1)
     if cfg.mode == "supervised":
         negatives = sample_negatives(k_neg, positives, logits, cfg, mix)
-        x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
-        # one bench call drives both batches (2B rows): the same physics as two calls, each row
-        # with its own read noise, but matrices twice as tall and one set of weight reads
-        both = bench.measure(state.device, jnp.concatenate([x_pos, x_neg]), key=k_m1)
         b = x.shape[0]
-        m_pos = jax.tree.map(lambda a: a[:b], both)
-        m_neg = jax.tree.map(lambda a: a[b:], both)
+        if cfg.goodness_kl_weight > 0:
+            # every candidate label in one measurement (class-major rows c·B + i); the positive
+            # and negative passes are its rows
+            m_all = bench.measure(state.device, embed_all_classes(x, cfg), key=k_m1)
+            rows = jnp.arange(b)
+            m_pos = jax.tree.map(lambda a: a[positives * b + rows], m_all)
+            m_neg = jax.tree.map(lambda a: a[negatives * b + rows], m_all)
+        else:
+            x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
+            # one bench call drives both batches (2B rows): the same physics as two calls, each
+            # row with its own read noise, but matrices twice as tall and one set of weight reads
+            both = bench.measure(state.device, jnp.concatenate([x_pos, x_neg]), key=k_m1)
+            m_pos = jax.tree.map(lambda a: a[:b], both)
+            m_neg = jax.tree.map(lambda a: a[b:], both)
     else:
         m_pos = m0  # real images are the positive data; no label lines
         m_neg = bench.measure(state.device, hybrid_images(k_hyb, x, cfg), key=k_m2)
     grads, losses = ff_gradients(m_pos, m_neg, spec, cfg)
+    if cfg.mode == "supervised" and cfg.goodness_kl_weight > 0:
+        grads = jax.tree.map(jnp.add, grads, goodness_kl_gradients(m_all, targets, cfg))
     requests, opt_state, sent, pending = _requests(state, grads, cfg, steps_per_epoch)
     device = bench.program(state.device, requests, key=k_prog)
     record = jax.tree.map(jnp.add, state.record, sent)

@@ -75,6 +75,54 @@ def test_ideal_request_equals_autodiff_gradient_of_the_layer_local_loss() -> Non
         np.testing.assert_allclose(g_rule, 0.5 * g_auto, rtol=2e-4, atol=1e-6)
 
 
+def test_ideal_goodness_kl_request_equals_autodiff_gradient_of_the_scores_kl() -> None:
+    """κ T² KL(q ‖ softmax(S / T)) on the goodness scores S, each layer's input detached: the
+    rule's requests are half its autodiff gradient (the same convention as FF above)."""
+    cfg = dataclasses.replace(CFG, goodness_kl_weight=0.3, readout_temperature=4.0)
+    spec = devices.preset("ideal", W)
+    d = devices.fabricate(spec, jax.random.key(0))
+    x, _ = _data(10)
+    q = jax.nn.softmax(jax.random.normal(jax.random.key(5), (10, N_CLASSES)), axis=-1)
+    grads = ff.goodness_kl_gradients(devices.measure(d, ff.embed_all_classes(x, cfg)), q, cfg)
+
+    def loss(weights: tuple[jax.Array, ...]) -> jax.Array:
+        h = devices.normalize(ff.embed_all_classes(x, cfg))
+        scores = 0.0
+        for idx, w in enumerate(weights):
+            out = jax.nn.relu(jax.lax.stop_gradient(h) @ w[:-1] + w[-1])
+            if idx >= cfg.readout_from:
+                scores += jnp.sum(out**2, axis=-1)
+            h = devices.normalize(out)
+        s = scores.reshape(N_CLASSES, -1).T / cfg.readout_temperature
+        kl = jnp.sum(q * (jnp.log(q) - jax.nn.log_softmax(s, axis=-1)), axis=-1)
+        return cfg.goodness_kl_weight * cfg.readout_temperature**2 * jnp.mean(kl)
+
+    auto = jax.grad(loss)(d.state.weights)
+    assert float(jnp.abs(grads[0]).max()) == 0.0  # the first layer is not in the scores
+    for g_rule, g_auto in zip(grads[1:], auto[1:], strict=True):
+        assert float(jnp.abs(g_auto).max()) > 1e-5  # not a vacuous comparison
+        np.testing.assert_allclose(g_rule, 0.5 * g_auto, rtol=2e-4, atol=1e-7)
+
+
+def test_goodness_kl_training_uses_rows_of_one_all_label_pass_and_learns() -> None:
+    pop = devices.spawn(devices.preset("rram", W), 2, jax.random.key(4))
+    x, y = _data()
+    cfg = dataclasses.replace(CFG, goodness_kl_weight=0.05)
+    plain, _ = _train(pop, y, x, 2)
+    kl, metrics = _train(pop, y, x, 2, cfg)
+    assert not _tree_equal(plain.device.state.weights, kl.device.state.weights)
+    assert np.all(np.isfinite(np.asarray(metrics["ff_loss"])))
+    # vmapped over the population equals each device alone (with the keys it had in the group)
+    keys = [ff.epoch_keys(jax.random.key(1), e, 2, cfg) for e in range(2)]
+    for i in range(2):
+        state = ff.init_population(pop[i:i + 1], cfg, ff.steps_per_epoch(40, cfg))
+        for k, o in keys:
+            state, _ = ff.population_epoch(state, x, y, k[i:i + 1], o[i:i + 1], cfg=cfg,
+                                           bench=ff.BENCH)
+        for wa, wb in zip(kl.device.state.weights, state.device.state.weights, strict=True):
+            np.testing.assert_allclose(wa[i], wb[0], rtol=1e-5, atol=1e-6)
+
+
 def test_goodness_scores_equal_one_pass_per_label() -> None:
     spec = devices.preset("ideal", W)
     d = devices.fabricate(spec, jax.random.key(0))
