@@ -4,8 +4,9 @@ the immortal control arm (copying weights, as digital computers do)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,12 @@ class DistillConfig:
     ``teacher_reads`` R: every step measures each teacher R times on the minibatch and averages
     its scores (a bench averaging repeated measurements; the teacher's read noise is c2c). R
     multiplies the cost of reading the teachers.
+
+    ``goodness_kl_weight`` κ: the students also descend ``κ T² KL(q ‖ softmax(G / T))`` on their
+    goodness scores over every label (``ff.FFConfig.goodness_kl_weight``; C passes per example
+    instead of 2). ``negatives``: the students' negative classes, ``None`` keeps the learner's
+    own (``hard``), ``excess`` draws them from where a student's belief exceeds the target.
+    Both act on the students only, never on a teacher.
     """
 
     temperature: float = 20.0
@@ -46,6 +53,8 @@ class DistillConfig:
     hard_weight: float = 0.0
     positive_temperature: float = 1.0
     teacher_reads: int = 1
+    goodness_kl_weight: float = 0.0
+    negatives: Literal["hard", "random", "excess"] | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -63,14 +72,23 @@ class DistillConfig:
         if not (isinstance(self.teacher_reads, int) and self.teacher_reads >= 1):
             raise ValueError(f"invalid distillation config: teacher_reads must be an integer "
                              f">= 1, got {self.teacher_reads!r}")
+        if not (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight)):
+            raise ValueError(f"invalid distillation config: goodness_kl_weight must be a number "
+                             f">= 0, got {self.goodness_kl_weight}")
+        if self.negatives not in (None, "hard", "random", "excess"):
+            raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
+                             f"'random' or 'excess', got {self.negatives!r}")
 
 
 def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
     """The learner config a student uses: the readout descends the T²-scaled soft loss; the
-    positives are drawn at τ = ``positive_temperature`` (power T / τ on the targets)."""
+    positives are drawn at τ = ``positive_temperature`` (power T / τ on the targets); the
+    goodness-KL weight and the negatives as ``dcfg`` says."""
     return dataclasses.replace(cfg, readout_temperature=dcfg.temperature,
                                hard_weight=dcfg.hard_weight, mode="supervised",
-                               positive_power=dcfg.temperature / dcfg.positive_temperature)
+                               positive_power=dcfg.temperature / dcfg.positive_temperature,
+                               goodness_kl_weight=dcfg.goodness_kl_weight,
+                               negatives=dcfg.negatives or cfg.negatives)
 
 
 def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels: Array | None,

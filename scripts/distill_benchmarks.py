@@ -206,6 +206,13 @@ def main() -> None:
     parser.add_argument("--teacher-reads", type=int, default=1,
                         help="reads of the teacher averaged per step "
                         "(DistillConfig.teacher_reads)")
+    parser.add_argument("--goodness-kl", type=float, default=0.0, metavar="KAPPA",
+                        help="students also descend KAPPA T^2 KL(teacher || softmax(goodness/T)) "
+                        "over every label (DistillConfig.goodness_kl_weight; C passes per "
+                        "example instead of 2)")
+    parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
+                        default=None, help="the students' negative classes (default: the "
+                        "learner's, hard; DistillConfig.negatives)")
     parser.add_argument("--source", choices=["goodness", "readout"], default="goodness",
                         help="where soft targets and shared beliefs come from: the goodness "
                         "scores over every label (10 passes per image) or the one-pass "
@@ -240,9 +247,14 @@ def main() -> None:
         ff.check_fits(rram, cfg)  # every device of the script has these widths
     except (TypeError, ValueError) as exc:
         parser.error(f"--set with --dataset {args.dataset}: {exc}")
-    dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,
-                                 positive_temperature=args.positive_temperature,
-                                 teacher_reads=args.teacher_reads)
+    try:
+        dcfg = distill.DistillConfig(temperature=args.temperature, source=args.source,
+                                     positive_temperature=args.positive_temperature,
+                                     teacher_reads=args.teacher_reads,
+                                     goodness_kl_weight=args.goodness_kl,
+                                     negatives=args.student_negatives)
+    except ValueError as exc:
+        parser.error(str(exc))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     s, t, n = args.seed, args.temperature, args.students
@@ -262,6 +274,7 @@ def main() -> None:
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
                    students=n, temperature=t, positive_temperature=args.positive_temperature,
                    teacher_reads=args.teacher_reads, source=args.source,
+                   goodness_kl_weight=args.goodness_kl, student_negatives=args.student_negatives,
                    seed=s, git_revision=rev, widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
