@@ -164,7 +164,9 @@ def distill_config(cfg: RunConfig) -> distill.DistillConfig:
     return distill.DistillConfig(temperature=d.temperature, source=d.source,
                                  hard_weight=d.hard_weight,
                                  positive_temperature=d.positive_temperature,
-                                 teacher_reads=d.teacher_reads)
+                                 teacher_reads=d.teacher_reads,
+                                 goodness_kl_weight=d.goodness_kl_weight,
+                                 negatives=None if d.negatives == "learner" else d.negatives)
 
 
 def fab_keys(cfg: RunConfig, role: str, n: int) -> jax.Array:

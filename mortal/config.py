@@ -123,7 +123,10 @@ class DistillSection:
     τ at which the students' positive classes are drawn from the teacher's scores, ``source`` of
     the teacher's scores (``goodness`` or ``readout``), ``teacher_reads`` R: reads of the
     teacher averaged per step (its read noise is c2c), ``hard_weight`` λ of hard labels (only
-    for the labelled transfer sets ``train`` and ``fraction``)."""
+    for the labelled transfer sets ``train`` and ``fraction``). ``goodness_kl_weight`` κ: the
+    students also match the teacher's probabilities on their goodness scores over every label
+    (C passes per example instead of 2); ``negatives``: the students' negative classes
+    (``learner``: as ``[train]`` says; ``hard``, ``random`` or ``excess``)."""
 
     students: int = 8
     preset: str = ""
@@ -140,6 +143,8 @@ class DistillSection:
     teacher_reads: int = 1
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
+    goodness_kl_weight: float = 0.0
+    negatives: Literal["learner", "hard", "random", "excess"] = "learner"
 
     def __post_init__(self) -> None:
         if self.students < 1:
@@ -164,6 +169,11 @@ class DistillSection:
             raise ConfigError("distill.teacher_reads must be an integer >= 1")
         if not 0 <= self.hard_weight <= 1:
             raise ConfigError("distill.hard_weight must lie in [0, 1]")
+        if not self.goodness_kl_weight >= 0 or not math.isfinite(self.goodness_kl_weight):
+            raise ConfigError("distill.goodness_kl_weight must be a number >= 0")
+        if self.negatives not in ("learner", "hard", "random", "excess"):
+            raise ConfigError(f"distill.negatives must be 'learner', 'hard', 'random' or "
+                              f"'excess', got {self.negatives!r}")
 
 
 # the demo's learner: the digits recipe measured in scripts/ff_benchmarks.py (digits-rram),

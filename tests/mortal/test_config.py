@@ -47,6 +47,8 @@ def test_set_values_are_read_as_toml_or_plain_strings() -> None:
     (["distill.transfer=fractoin"], "did you mean 'fraction'?"),
     (["distill.positive_temperature=0"], "distill.positive_temperature must be a positive"),
     (["distill.teacher_reads=0"], "distill.teacher_reads must be an integer >= 1"),
+    (["distill.goodness_kl_weight=-0.1"], "distill.goodness_kl_weight must be a number >= 0"),
+    (["distill.negatives=excesss"], "did you mean 'excess'?"),
     (["train"], "write --set section.key=value"),
     (["train.lr.x=1"], "train.lr is not a table"),
     (["train.lr=nan"], "train.lr must be a number, got nan"),
@@ -79,5 +81,9 @@ def test_distill_section_reaches_the_learner() -> None:
     d = cli_jobs.distill_config(cfg)
     assert (d.teacher_reads, d.positive_temperature, d.temperature, d.hard_weight) == (
         3, 0.5, 8.0, 0.25)
+    assert (d.goodness_kl_weight, d.negatives) == (0.0, None)  # the learner's own negatives
+    d = cli_jobs.distill_config(load_config(None, ["distill.goodness_kl_weight=0.15",
+                                                   "distill.negatives=excess"]))
+    assert (d.goodness_kl_weight, d.negatives) == (0.15, "excess")
     with pytest.raises(ConfigError, match=r"distill\.teacher_reads must be an integer"):
         load_config(None, ["distill.teacher_reads=1.5"])
