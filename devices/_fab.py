@@ -134,16 +134,22 @@ def _initial_weights(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
     return pin(w, phys, layer)
 
 
-def write_offset(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
-    """A fresh read offset left by a write: ``write_noise · dw_min · N(0, 1)`` (c2c)."""
+def offset_from_normal(xi: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
+    """The read offset a write leaves, ``write_noise · dw_min · ξ``, from standard normals ``ξ``
+    of the weights' shape (c2c); 0 where no synapse exists or it is stuck."""
     syn = layer.synapse
-    shape = (layer.n_in + 1, layer.n_out)
-    offset = syn.write_noise * syn.dw_min * _noise.normal(key, shape)
+    offset = syn.write_noise * syn.dw_min * xi
     if phys.mask is not None:
         offset = jnp.where(phys.mask, offset, 0.0)
     if phys.stuck is not None:
         offset = jnp.where(phys.stuck != 0, 0.0, offset)
     return offset
+
+
+def write_offset(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
+    """A fresh read offset left by a write: ``write_noise · dw_min · N(0, 1)`` (c2c)."""
+    shape = (layer.n_in + 1, layer.n_out)
+    return offset_from_normal(_noise.normal(key, shape), layer, phys)
 
 
 @partial(jax.jit, static_argnums=0)

@@ -9,34 +9,48 @@ import jax.numpy as jnp
 
 from . import _noise
 from ._device import Device, DeviceState, LayerPhysics, bounds, pin, steps
-from ._fab import write_offset
+from ._fab import offset_from_normal
 from ._spec import LayerSpec
 
 Array = jax.Array
 
 
-def pulse_counts(request: Array, layer: LayerSpec, key: Array) -> Array:
+def pulse_counts(request: Array, layer: LayerSpec, u: Array) -> Array:
     """Signed pulse counts for a requested change (float32, integer-valued).
 
     ``n = stochastic_round(request / dw_min)`` with the recipe's *nominal* step (the periphery
-    does not know each synapse's real step), clipped to ``±max_pulses``. ``E[n] = request/dw_min``
-    inside the clip range.
+    does not know each synapse's real step), clipped to ``±max_pulses``; ``u``: uniforms on
+    [0, 1) of the request's shape (c2c). ``E[n] = request/dw_min`` inside the clip range.
     """
     syn = layer.synapse
-    r = request / syn.dw_min
+    r = request * (1.0 / syn.dw_min)
     floor = jnp.floor(r)
-    n = floor + (_noise.uniform(key, r.shape) < (r - floor))
+    n = floor + (u < (r - floor))
     return jnp.clip(n, -syn.max_pulses, syn.max_pulses)
 
 
-def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, key: Array | None
+def _integer_power(base: Array, exponent: Array, max_exponent: int) -> Array:
+    """``base ** exponent`` for integer-valued float ``exponent`` in ``[0, max_exponent]``, by
+    repeated squaring (one multiply-select per bit of ``max_exponent``): several times cheaper
+    per element than ``exp(exponent · log(base))`` on a CPU, exact up to float32 rounding."""
+    bits = exponent.astype(jnp.int32)
+    power = jnp.ones_like(base)
+    square = base
+    for bit in range(max(int(max_exponent), 1).bit_length()):
+        power = jnp.where((bits >> bit) & 1 == 1, power * square, power)
+        square = square * square
+    return power
+
+
+def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, xi: Array | None
                  ) -> Array:
     """Apply ``n`` signed pulses to stored weights ``w`` in closed form (before pinning).
 
     * ``constant_step``: ``w + n·dw_up`` (``n > 0``) or ``w − |n|·dw_down``.
     * ``soft_bounds``:   up ``b − (b − w)(1 − dw_up/b)^n`` with ``b = w_max``;
       down ``a + (w − a)(1 − dw_down/|a|)^|n|`` with ``a = w_min``.
-    * c2c step noise: ``step_noise · |mean step| · sqrt(|n|) · N(0, 1)`` (zero mean).
+    * c2c step noise: ``step_noise · |mean step| · sqrt(|n|) · ξ`` (zero mean), ``ξ`` the
+      standard normals given (one per synapse; unused when the recipe has no step noise).
     The result is clipped to each synapse's bounds.
     """
     syn = layer.synapse
@@ -49,36 +63,41 @@ def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, key: 
     elif syn.update_model == "soft_bounds":  # one power per synapse: the bound it moves toward
         bound = jnp.where(up, hi, lo)
         step = jnp.where(up, dw_up, dw_down)
-        # shrink^count as exp(count · log1p(−step/|bound|)): a generic power costs ~10× more
-        target = bound - (bound - w) * jnp.exp(count * jnp.log1p(-step / jnp.abs(bound)))
+        target = bound - (bound - w) * _integer_power(1.0 - step / jnp.abs(bound), count,
+                                                      syn.max_pulses)
     else:  # pragma: no cover - ideal is handled by the caller
         raise ValueError(f"apply_pulses does not apply to update_model {syn.update_model!r}")
     if syn.step_noise > 0:
-        assert key is not None
-        mean_step = jnp.abs(target - w) / jnp.maximum(count, 1.0)
-        xi = _noise.normal(key, w.shape)
-        target = target + syn.step_noise * mean_step * jnp.sqrt(count) * xi
+        assert xi is not None
+        # |mean step| · sqrt(|n|) = |target − w| / sqrt(|n|) (0 where nothing moved)
+        spread = jnp.abs(target - w) * jax.lax.rsqrt(jnp.maximum(count, 1.0))
+        target = target + syn.step_noise * spread * xi
     return jnp.clip(target, lo, hi)
 
 
 def _program_layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
                    request: Array, key: Array) -> tuple[Array, Array | None]:
     syn = layer.synapse
-    k_round, k_step, k_offset = jax.random.split(key, 3)
     if syn.update_model == "ideal":
         new = w + request
         if not (math.isinf(syn.w_min) and math.isinf(syn.w_max)):
             lo, hi = bounds(phys, layer)
             new = jnp.clip(new, lo, hi)
         written = request != 0
+        xi_offset = None if offset is None else _noise.normal(key, w.shape)
     else:
-        n = pulse_counts(request, layer, k_round)
-        new = apply_pulses(w, n, layer, phys, k_step)
+        # three words per synapse from one key: the rounding uniform, and one Box–Muller pair
+        # whose two normals are the step noise and the new write offset (one logarithm for both)
+        b_round, b_radius, b_angle = _noise.words(key, w.shape, 3)
+        n = pulse_counts(request, layer, _noise.uniform_from_bits(b_round))
+        xi_step, xi_offset = _noise.normal_pair_from_bits(b_radius, b_angle)
+        new = apply_pulses(w, n, layer, phys, xi_step)
         written = n != 0
         new = jnp.where(written, new, w)
     new = pin(new, phys, layer)
     if offset is not None:
-        offset = jnp.where(written, write_offset(k_offset, layer, phys), offset)
+        assert xi_offset is not None
+        offset = jnp.where(written, offset_from_normal(xi_offset, layer, phys), offset)
     return new, offset
 
 

@@ -9,9 +9,10 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   physics replaced at a time (no write noise, no step noise, constant steps instead of soft
   bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons).
 * **Elementwise costs**: what the write path computes per synapse, timed alone on a
-  1001×1000 float32 array (median of 30 jitted calls): a hash uniform and a hash normal from
-  ``devices._noise``, the soft-bounds power ``exp(n·log1p(x))``, ``sin`` (for comparison with a
-  Box–Muller normal), and a 6-in / 1-out sum (memory bandwidth).
+  1001×1000 float32 array (median of 30 jitted calls): a hash uniform, a hash normal and a
+  Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
+  the soft-bounds power by repeated squaring (and the ``exp(n·log1p(x))`` it replaced), ``sin``,
+  and a 6-in / 1-out sum (memory bandwidth).
 
 Reproduce (about 3 minutes on 2 CPU cores; run nothing else meanwhile)::
 
@@ -38,10 +39,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 import devices  # noqa: E402
-from devices import _noise  # noqa: E402
+from devices import _noise, _write  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
 
 WIDTHS = (784, 1000, 1000, 1000)
@@ -96,8 +98,15 @@ def elementwise_ms() -> dict[str, float]:
     arrays = [jax.random.normal(jax.random.key(i), shape) for i in range(6)]
     cases: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
         "hash uniform": (lambda k: _noise.uniform(k, shape), (key,)),
-        "hash normal (erf_inv)": (lambda k: _noise.normal(k, shape), (key,)),
+        "hash normal (Box-Muller, one of a pair)": (lambda k: _noise.normal(k, shape), (key,)),
+        "hash normal pair (Box-Muller, both)": (lambda k: sum(_noise.normal_pair(k, shape)),
+                                                (key,)),
+        "hash normal (erf_inv, the old generator)": (
+            lambda k: np.float32(np.sqrt(2.0)) * jax.lax.erf_inv(
+                2.0 * _noise.uniform(k, shape) + np.float32(2.0**-24 - 1.0)), (key,)),
         "exp(n·log1p(x))": (lambda a: jnp.exp(3.0 * jnp.log1p(-0.01 * a)), (u,)),
+        "(1 - x)^n by squaring (n <= 31)": (
+            lambda a: _write._integer_power(1.0 - 0.01 * a, jnp.floor(31.0 * a), 31), (u,)),
         "sin": (jnp.sin, (u,)),
         "sum of 6 arrays (28 MB moved)": (lambda *a: sum(a), tuple(arrays)),
     }

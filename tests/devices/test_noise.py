@@ -27,17 +27,52 @@ def test_normal_is_standard_normal() -> None:
     assert abs(z.mean()) < 5 / np.sqrt(N) and abs(z.std() - 1) < 0.01
     assert stats.kstest(z, "norm").pvalue > 1e-3
     assert abs(stats.kurtosis(z)) < 0.05  # Gaussian tails, not a sum of a few uniforms
-    assert np.abs(z).max() < 5.5
+    assert np.abs(z).max() < 5.9
+
+
+def test_a_normal_pair_is_two_independent_standard_normals() -> None:
+    a, b = (np.asarray(z) for z in _noise.normal_pair(jax.random.key(8), (N,)))
+    for z in (a, b):
+        assert abs(z.mean()) < 5 / np.sqrt(N) and abs(z.std() - 1) < 0.01
+        assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(N)
+    # independence, not just zero correlation: a² + b² is exponential with mean 2 (chi² with
+    # 2 degrees of freedom), and the angle is uniform
+    assert stats.kstest(a**2 + b**2, "expon", args=(0, 2)).pvalue > 1e-3
+    assert stats.kstest(np.arctan2(b, a), "uniform", args=(-np.pi, 2 * np.pi)).pvalue > 1e-3
+    assert abs(np.corrcoef(a**2, b**2)[0, 1]) < 5 / np.sqrt(N)
+
+
+def test_the_words_of_one_key_are_independent_streams() -> None:
+    w = [np.asarray(x) for x in _noise.words(jax.random.key(9), (N,), 3)]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert abs(np.corrcoef(w[i] / 2.0**32, w[j] / 2.0**32)[0, 1]) < 5 / np.sqrt(N)
+            assert np.count_nonzero(w[i] == w[j]) <= 3  # coincide only by chance (~1e-5)
+    np.testing.assert_array_equal(w[0], _noise.bits(jax.random.key(9), (N,)))
 
 
 def test_extreme_words_give_finite_symmetric_normals() -> None:
-    # the words that map to the ends of the uniform grid: a rounding slip there gives ±inf once
-    # in ~2^24 draws, i.e. in nearly every program() call on a large device
-    words = jnp.asarray([0, 511, 512, 2**31 - 1, 2**31, 2**32 - 512, 2**32 - 1], jnp.uint32)
-    z = np.asarray(_noise.normal_from_bits(words))
-    assert np.all(np.isfinite(z)) and np.abs(z).max() < 5.5
-    assert z[0] == z[1] == -z[-1] == -z[-2] and z[0] < -5.0
-    assert z[3] == -z[4] and abs(z[3]) < 1e-6
+    # the words at the ends of the uniform grid: log(0) would give an infinite normal once in
+    # ~2^24 draws, i.e. in nearly every program() call on a large device
+    ends = jnp.asarray([0, 255, 2**32 - 256, 2**32 - 1], jnp.uint32)
+    angle_zero = jnp.zeros(4, jnp.uint32)
+    radius_cos, radius_sin = (np.asarray(z) for z in
+                              _noise.normal_pair_from_bits(ends, angle_zero))
+    assert np.all(np.isfinite(radius_cos)) and np.abs(radius_cos).max() < 5.9
+    # u₁ = 2^-25 (word 0): the largest radius, sqrt(50 ln 2); angle 0 → all of it in cos
+    assert radius_cos[0] == radius_cos[1] and abs(radius_cos[0] - np.sqrt(50 * np.log(2))) < 1e-4
+    assert abs(radius_cos[-1]) < 1e-3 and np.abs(radius_sin).max() < 1e-5
+    # angles u and 1 − u give the same cos and opposite sin; u and u + ½ flip both (grid steps m)
+    m = jnp.asarray([1, 7, 12345, 2**22], jnp.uint32)
+    radius = jnp.zeros(4, jnp.uint32)
+    c1, s1 = _noise.normal_pair_from_bits(radius, m << 8)
+    c2, s2 = _noise.normal_pair_from_bits(radius, (jnp.uint32(2**24) - m) << 8)
+    c3, s3 = _noise.normal_pair_from_bits(radius, (m + jnp.uint32(2**23)) << 8)
+    np.testing.assert_allclose(c1, c2, atol=2e-5)
+    np.testing.assert_allclose(s1, -s2, atol=2e-5)
+    np.testing.assert_allclose(c1, -c3, atol=2e-5)
+    np.testing.assert_allclose(s1, -s3, atol=2e-5)
     u = np.asarray(_noise.uniform(jax.random.key(0), (4 * N,)))
     assert u.max() < 1.0
 

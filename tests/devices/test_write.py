@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import devices
-from devices import AgingSpec, ConnectivitySpec, DeviceSpec, SynapseSpec
+from devices import AgingSpec, ConnectivitySpec, DeviceSpec, SynapseSpec, _noise
 from devices._device import steps
 from devices._write import apply_pulses, pulse_counts
 
@@ -37,10 +37,11 @@ def test_ideal_update_applies_the_float_request_exactly(key: jax.Array) -> None:
 def test_pulse_counts_are_unbiased_stochastic_roundings_and_clipped() -> None:
     layer = _one_layer(SynapseSpec(dw_min=0.01, max_pulses=5)).layer(0)
     req = jnp.full((400, 500), 0.0237)  # 2.37 pulses
-    n = np.asarray(pulse_counts(req, layer, jax.random.key(0)))
+    n = np.asarray(pulse_counts(req, layer, _noise.uniform(jax.random.key(0), req.shape)))
     assert set(np.unique(n)) == {2.0, 3.0}
     assert abs(n.mean() - 2.37) < 0.01
-    big = np.asarray(pulse_counts(jnp.array([1.0, -1.0, 0.0]), layer, jax.random.key(1)))
+    big = np.asarray(pulse_counts(jnp.array([1.0, -1.0, 0.0]), layer,
+                                 _noise.uniform(jax.random.key(1), (3,))))
     assert big.tolist() == [5.0, -5.0, 0.0]
 
 
@@ -52,7 +53,8 @@ def test_soft_bounds_n_up_pulses_match_closed_form_in_expectation() -> None:
     d = devices.fabricate(spec, jax.random.key(0))
     w = jnp.full((100, 100), w0)
     counts = jnp.full((100, 100), float(n))
-    got = np.asarray(apply_pulses(w, counts, layer, d.physics[0], jax.random.key(1)))
+    got = np.asarray(apply_pulses(w, counts, layer, d.physics[0],
+                                 _noise.normal(jax.random.key(1), w.shape)))
     expected = b - (b - w0) * (1 - dw / b) ** n
     assert abs(got.mean() - expected) < 0.005 * (expected - w0)
     assert got.std() > 0.01 * (expected - w0)  # the step noise is there
@@ -61,7 +63,8 @@ def test_soft_bounds_n_up_pulses_match_closed_form_in_expectation() -> None:
     out = devices.program(d, (jnp.full((100, 100), n * dw),), key=jax.random.key(2))
     assert abs(np.asarray(out.state.weights[0]).mean() - expected) < 0.005 * (expected - w0)
     # and down: w ← a + (w − a)(1 − dw/|a|)^n
-    down = np.asarray(apply_pulses(w, -counts, layer, d.physics[0], jax.random.key(3)))
+    down = np.asarray(apply_pulses(w, -counts, layer, d.physics[0],
+                                  _noise.normal(jax.random.key(3), w.shape)))
     expected_down = -1.0 + (w0 + 1.0) * (1 - dw / 1.0) ** n
     assert abs(down.mean() - expected_down) < 0.005 * abs(expected_down - w0)
 
@@ -123,6 +126,23 @@ def test_write_noise_offset_is_redrawn_only_where_written() -> None:
     assert np.array_equal(off1[100:], off0[100:])
     assert not np.any(off1[:100] == off0[:100])
     assert abs(off1[:100].std() - 0.03) < 0.002
+
+
+def test_step_noise_and_write_offset_are_independent_draws() -> None:
+    # one Box–Muller pair per synapse gives both: they must be independent standard normals
+    dw, sigma, noise = 0.01, 0.5, 2.0
+    spec = _one_layer(SynapseSpec(w_min=-10.0, w_max=10.0, dw_min=dw, step_noise=sigma,
+                                  write_noise=noise), n_in=299, n_out=300)
+    d = devices.fabricate(spec, jax.random.key(0))
+    w0 = np.asarray(d.state.weights[0])
+    d = devices.program(d, (jnp.full(w0.shape, dw),), key=jax.random.key(1))  # one pulse each
+    xi_step = (np.asarray(d.state.weights[0]) - w0 - dw).ravel() / (sigma * dw)
+    xi_offset = np.asarray(d.state.offsets[0]).ravel() / (noise * dw)
+    limit = 5 / np.sqrt(xi_step.size)
+    for z in (xi_step, xi_offset):
+        assert abs(z.mean()) < limit and abs(z.std() - 1) < 0.01
+    assert abs(np.corrcoef(xi_step, xi_offset)[0, 1]) < limit
+    assert abs(np.corrcoef(xi_step**2, xi_offset**2)[0, 1]) < limit
 
 
 def test_program_validates_request_shapes(key: jax.Array) -> None:
