@@ -106,5 +106,8 @@ def normal_pair(key: Array, shape: tuple[int, ...]) -> tuple[Array, Array]:
 
 
 def normal(key: Array, shape: tuple[int, ...]) -> Array:
-    """Standard normal: float32 array of ``shape`` (the first of ``normal_pair``)."""
-    return normal_pair(key, shape)[0]
+    """Standard normal: float32 array of ``shape``. Both halves of ``⌈size/2⌉`` Box–Muller pairs:
+    the first ``⌈size/2⌉`` elements (row-major) are the cos halves, the rest the sin halves."""
+    size = math.prod(shape)
+    first, second = normal_pair(key, ((size + 1) // 2,))
+    return jnp.concatenate([first, second])[:size].reshape(shape)
