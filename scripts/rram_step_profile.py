@@ -98,7 +98,7 @@ def elementwise_ms() -> dict[str, float]:
     arrays = [jax.random.normal(jax.random.key(i), shape) for i in range(6)]
     cases: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
         "hash uniform": (lambda k: _noise.uniform(k, shape), (key,)),
-        "hash normal (Box-Muller, one of a pair)": (lambda k: _noise.normal(k, shape), (key,)),
+        "hash normal (halves of Box-Muller pairs)": (lambda k: _noise.normal(k, shape), (key,)),
         "hash normal pair (Box-Muller, both)": (lambda k: sum(_noise.normal_pair(k, shape)),
                                                 (key,)),
         "hash normal (erf_inv, the old generator)": (
