@@ -12,7 +12,7 @@ import pytest
 import devices
 from devices import AgingSpec, ConnectivitySpec, DeviceSpec, SynapseSpec, _noise
 from devices._device import steps
-from devices._write import apply_pulses, pulse_counts
+from devices._write import _integer_power, apply_pulses, pulse_counts
 
 from ..conftest import TINY
 
@@ -43,6 +43,14 @@ def test_pulse_counts_are_unbiased_stochastic_roundings_and_clipped() -> None:
     big = np.asarray(pulse_counts(jnp.array([1.0, -1.0, 0.0]), layer,
                                  _noise.uniform(jax.random.key(1), (3,))))
     assert big.tolist() == [5.0, -5.0, 0.0]
+
+
+def test_integer_power_by_squaring_equals_the_power_for_every_allowed_count() -> None:
+    base = np.linspace(0.5, 0.9999, 64, dtype=np.float32)[:, None]
+    counts = np.arange(32, dtype=np.float32)[None, :]
+    got = np.asarray(_integer_power(jnp.asarray(base), jnp.asarray(counts), 31))
+    np.testing.assert_allclose(got, base.astype(np.float64) ** counts, rtol=2e-6)
+    assert np.all(got[:, 0] == 1.0) and np.array_equal(got[:, 1], base[:, 0])
 
 
 def test_soft_bounds_n_up_pulses_match_closed_form_in_expectation() -> None:
