@@ -596,6 +596,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # a process of its own (the console script): before JAX starts its backend
+        from mortal.xla_cpu import prefer_wide_vectors
+
+        prefer_wide_vectors()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -350,7 +350,8 @@ def _library_versions() -> dict[str, str]:
 def _host() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-            "jax_devices": [str(d) for d in jax.devices()]}
+            "jax_devices": [str(d) for d in jax.devices()],
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 @dataclass

@@ -52,6 +52,7 @@ from bench_devices import environment, tree_nbytes, write_json_atomic  # noqa: E
 import devices  # noqa: E402
 import distill  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
+from mortal.xla_cpu import prefer_wide_vectors  # noqa: E402
 
 B, C = 100, 10
 
@@ -307,4 +308,5 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     raise SystemExit(main())

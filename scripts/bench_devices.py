@@ -66,6 +66,7 @@ if str(_ROOT) not in sys.path:  # let ``python scripts/bench_devices.py`` find t
     sys.path.insert(0, str(_ROOT))
 
 import devices  # noqa: E402
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
 
 Array = jax.Array
 
@@ -256,6 +257,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version,
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
+        "xla_flags": xla_flags(),
         "numpy": np.__version__,
         "jax_backend": jax.default_backend(),
         "jax_devices": [f"{d} ({d.platform}, {d.device_kind})" for d in jax.devices()],
@@ -315,4 +317,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     sys.exit(main())

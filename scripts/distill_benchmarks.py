@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
     "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
                                      "label_placement": "prepend"}, 0.5),
@@ -275,7 +277,7 @@ def main() -> None:
                    students=n, temperature=t, positive_temperature=args.positive_temperature,
                    teacher_reads=args.teacher_reads, source=args.source,
                    goodness_kl_weight=args.goodness_kl, student_negatives=args.student_negatives,
-                   seed=s, git_revision=rev, widths=list(widths),
+                   seed=s, git_revision=rev, xla_flags=xla_flags(), widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
         results[name] = row
@@ -479,4 +481,5 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

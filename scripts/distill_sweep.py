@@ -32,6 +32,7 @@ from _revision import git_revision
 
 import distill
 from mortal import data, ff
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags
 
 
 def _setting(text: str) -> tuple[float, int]:
@@ -91,7 +92,7 @@ def main() -> None:
               "student_preset": args.student_preset,
               "teacher_state": args.teacher_state,
               "command": " ".join([sys.executable, *sys.argv]),
-              "git_revision": git_revision(bench.ROOT)}
+              "git_revision": git_revision(bench.ROOT), "xla_flags": xla_flags()}
     suffix = "" if args.student_preset == "rram" else f"{args.student_preset} students "
     for tau, reads in args.grid:
         started = time.perf_counter()
@@ -127,4 +128,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
 DIGITS_WIDTHS = (74, 200, 200, 200)  # 10 label lines prepended to the 8x8 image
 
@@ -131,7 +133,7 @@ def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
                            for k, v in dataclasses.asdict(cfg).items()},
         "device_recipe": spec.to_dict(), "seed": args.seed,
         "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
-        "jax": jax.__version__, "device": str(jax.devices()[0]),
+        "jax": jax.__version__, "xla_flags": xla_flags(), "device": str(jax.devices()[0]),
         "host": platform.node(), "cpu_count": os.cpu_count(), "complete": False,
         "history": [],
     }
@@ -232,4 +234,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

@@ -54,6 +54,8 @@ from mortal import data, ff  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 from _revision import git_revision  # noqa: E402
 
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+
 _RRAM = devices.preset("rram", (784, 500, 500, 500))
 _SYN = dataclasses.asdict(_RRAM.synapse)
 _CLEAN = {**_SYN, "update_model": "constant_step", "step_noise": 0.0, "write_noise": 0.0,
@@ -178,7 +180,7 @@ def main() -> None:
                               "train_images": args.train, "epochs": args.epochs,
                               "widths": [784, args.width, args.width, args.width],
                               "seed": args.seed, "val_images": args.val,
-                              "git_revision": git_revision(ROOT),
+                              "git_revision": git_revision(ROOT), "xla_flags": xla_flags(),
                               "rows": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,4 +213,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

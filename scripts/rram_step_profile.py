@@ -13,21 +13,33 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
   the soft-bounds power by repeated squaring (and the ``exp(n·log1p(x))`` it replaced), ``sin``,
   and a 6-in / 1-out sum (memory bandwidth).
+* **XLA operations** (``--trace``): the ``ideal`` and ``rram`` steps run under
+  ``jax.profiler.trace``, and the time of every compiled operation (matrix products, each fused
+  element-wise loop, copies) is summed per step: milliseconds per step per operation name, as
+  XLA named them in that compilation (``ynn_fusion``: matrix products through XNNPACK).
 
 Reproduce (about 3 minutes on 2 CPU cores; run nothing else meanwhile)::
 
     python scripts/rram_step_profile.py
+    python scripts/rram_step_profile.py --only ideal rram --trace --out /tmp/trace.json
+
+The script asks XLA for 512-bit vectors on AVX-512 CPUs (``mortal.xla_cpu``); for XLA's default,
+``XLA_FLAGS=--xla_cpu_prefer_vector_width=256 python scripts/rram_step_profile.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import gc
+import glob
+import gzip
 import json
 import os
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +57,7 @@ from _revision import git_revision  # noqa: E402
 import devices  # noqa: E402
 from devices import _noise, _write  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
 
 WIDTHS = (784, 1000, 1000, 1000)
 B = bench.B
@@ -91,6 +104,31 @@ def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
     return [1000 * t / steps for t in times]
 
 
+def operation_ms(spec: devices.DeviceSpec, steps: int) -> dict[str, float]:
+    """Milliseconds per training step of each compiled XLA operation (summed over its calls),
+    from a ``jax.profiler`` trace of three calls of ``steps`` steps; largest first. Operations
+    that ran fewer times than there were steps (set-up, data) are left out."""
+    step_ms(spec, steps, 1)  # compile outside the trace
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            step_ms(spec, steps, 2)
+        files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(max(files, key=os.path.getmtime)) as f:
+            events = json.load(f)["traceEvents"]
+    total: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        # compiled operations only: Python frames start with "$", the runtime's own spans
+        # (executor, thread pool, dispatch) are named in CamelCase words with "::" or "("
+        if e.get("ph") != "X" or name.startswith("$") or "::" in name or "(" in name:
+            continue
+        total[name] += e["dur"]
+        calls[name] += 1
+    per_step = 3 * steps  # step_ms(..., 2) inside the trace: a warm call and two timed ones
+    return {k: v / 1000 / per_step for k, v in total.most_common() if calls[k] >= per_step}
+
+
 def elementwise_ms() -> dict[str, float]:
     shape = (1001, 1000)
     key = jax.random.key(0)
@@ -123,18 +161,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
                                              "rram_step_profile.json"))
+    parser.add_argument("--only", nargs="+", choices=list(variants()), metavar="VARIANT",
+                        help="time only these step variants (quote names with spaces)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also time every XLA operation of the ideal and rram steps")
+    parser.add_argument("--no-elementwise", action="store_true",
+                        help="skip the elementwise table")
     args = parser.parse_args()
     result: dict[str, Any] = {
         "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
-        "jax": jax.__version__, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
+        "jax": jax.__version__, "xla_flags": xla_flags(), "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
         "loadavg_start": list(os.getloadavg()), "widths": list(WIDTHS), "batch": B,
         "steps": args.steps, "step_ms": {}, "elementwise_ms_per_1M": {},
     }
     for name, spec in variants().items():
+        if args.only and name not in args.only:
+            continue
         times = step_ms(spec, args.steps, args.repeats)
         result["step_ms"][name] = {"median": statistics.median(times), "times": times}
         print(f"{name:<24} {statistics.median(times):6.1f} ms/step", flush=True)
-    result["elementwise_ms_per_1M"] = elementwise_ms()
+    if args.trace:
+        result["operation_ms_per_step"] = {name: operation_ms(variants()[name], args.steps)
+                                           for name in ("ideal", "rram")}
+    if not args.no_elementwise:
+        result["elementwise_ms_per_1M"] = elementwise_ms()
     result["loadavg_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +195,11 @@ def main() -> None:
     print(f"\n{'training step, 784-1000-1000-1000, B = 100':<44} {'ms':>6}")
     for name, row in result["step_ms"].items():
         print(f"{name:<44} {row['median']:6.1f}")
+    for name, ops in result.get("operation_ms_per_step", {}).items():
+        print(f"\n{name + ': XLA operations, ms per step':<44} {'ms':>6}   (sum "
+              f"{sum(ops.values()):.1f})")
+        for op, ms in list(ops.items())[:15]:
+            print(f"{op:<44} {ms:6.2f}")
     print(f"\n{'elementwise, 1001x1000 float32':<44} {'ms':>6}")
     for name, ms in result["elementwise_ms_per_1M"].items():
         print(f"{name:<44} {ms:6.2f}")
@@ -151,4 +207,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

@@ -45,6 +45,8 @@ from mortal import data, ff  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 from _revision import git_revision  # noqa: E402
 
+from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+
 
 def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, steps: int,
                   every: int, seed: int) -> list[dict[str, Any]]:
@@ -131,7 +133,8 @@ def main() -> None:
         parser.error(f"--teacher-state {args.teacher_state}: no such file")
     ds = data.load("mnist", args.data_dir)
     result: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]),
-                              "git_revision": git_revision(ROOT), "widths": args.widths,
+                              "git_revision": git_revision(ROOT), "xla_flags": xla_flags(),
+                              "widths": args.widths,
                               "seed": args.seed, "read_gain": 0.12, "label_strength": 2.0,
                               "traffic": {}}
     out = Path(args.out)
@@ -160,4 +163,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prefer_wide_vectors()  # before the first JAX computation
     main()

@@ -1,0 +1,58 @@
+"""XLA:CPU code generation: wide vectors for the element-wise device physics.
+
+XLA compiles element-wise loops for 256-bit vectors by default, even on CPUs with AVX-512. The
+``rram`` write path (hash noise, Box–Muller pairs, soft-bounds pulse updates: some hundred
+operations per synapse per step) is compute-bound there, and 512-bit vectors take about a sixth
+off an ``rram`` training step on this project's AMD EPYC (AVX-512) VM while leaving the
+``ideal`` step, which is matrix products, unchanged (BENCHMARKS.md, session 13).
+
+The flag must be in ``XLA_FLAGS`` before JAX starts its CPU backend (at the first computation).
+The ``mortal`` command and the benchmark scripts call ``prefer_wide_vectors()`` first thing;
+library users can export ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512`` themselves. Results
+are deterministic for a given setting; the vector width can change the rounding of sums that
+XLA vectorises, so a run is reproduced bit for bit with the same ``XLA_FLAGS`` (run files and
+benchmark JSON record them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+VECTOR_FLAG = "--xla_cpu_prefer_vector_width"
+
+
+def has_avx512(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AVX-512 Foundation, from the ``flags`` line of ``/proc/cpuinfo``
+    (Linux; ``False`` where that file cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return "avx512f" in line.split(":", 1)[1].split()
+    return False
+
+
+def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None,
+                        cpuinfo: str | None = None) -> bool:
+    """Add ``--xla_cpu_prefer_vector_width=512`` to ``XLA_FLAGS`` on an AVX-512 CPU.
+
+    Leaves ``XLA_FLAGS`` alone where the user already chose a vector width, and on CPUs without
+    AVX-512. Call it before the first JAX computation of the process (it has no effect after).
+    Returns whether the flag was added.
+    """
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if VECTOR_FLAG in flags or not has_avx512(cpuinfo):
+        return False
+    env["XLA_FLAGS"] = f"{flags} {VECTOR_FLAG}=512".strip()
+    return True
+
+
+def xla_flags() -> str:
+    """The ``XLA_FLAGS`` this process runs with (for the records of runs and benchmarks)."""
+    return os.environ.get("XLA_FLAGS", "")
