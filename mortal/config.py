@@ -125,8 +125,13 @@ class DistillSection:
     teacher averaged per step (its read noise is c2c), ``hard_weight`` λ of hard labels (only
     for the labelled transfer sets ``train`` and ``fraction``). ``goodness_kl_weight`` κ: the
     students also match the teacher's probabilities on their goodness scores over every label
-    (C passes per example instead of 2); ``negatives``: the students' negative classes
-    (``learner``: as ``[train]`` says; ``hard``, ``random`` or ``excess``)."""
+    (C passes per example instead of 2). The default 0.15 is for students of the teacher's own
+    recipe: on the demo it took the students' median test error from 8.8 to 6.5 % and their
+    agreement from 93.3 to 95.3 % (seed 1: 9.5 → 7.0 %, 93.7 → 95.7 %) for 3 s more; on MNIST,
+    from 6.9 to 5.7 %. Set it to 0 for students of another recipe (``preset``): MNIST ``pcm``
+    students of an ``rram`` teacher reached 4.5 % with κ = 0 and 11.4 % with 0.15.
+    ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
+    ``random`` or ``excess``)."""
 
     students: int = 8
     preset: str = ""
@@ -143,7 +148,7 @@ class DistillSection:
     teacher_reads: int = 1
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
-    goodness_kl_weight: float = 0.0
+    goodness_kl_weight: float = 0.15
     negatives: Literal["learner", "hard", "random", "excess"] = "learner"
 
     def __post_init__(self) -> None:
