@@ -416,6 +416,12 @@ def run_table(path: Path) -> str:
     from mortal import runs
 
     rows = []
+    # columns of the bias correction (distill.bias_correction), where a population has them
+    extra = {"test_corrected_error": "corrected err %",
+             "test_left_out_accuracy": "left-out acc %",
+             "test_left_out_accuracy_corrected": "corrected left-out acc %"}
+    present = [k for k in extra if any(k in runs.final(path, name)
+                                       for name in runs.populations(path))]
     for name in runs.populations(path):
         info = runs.population_info(path, name)
         m = runs.metrics(path, name)
@@ -433,9 +439,11 @@ def run_table(path: Path) -> str:
             rows.append([name, i, info["recipe_name"],
                          f"{info['epochs_done']}/{info['planned_epochs']}", pct(last_val),
                          test_err, "-" if test_err == "-" else 100 - test_err,
-                         pct(fin.get("test_softmax_error")), pct(fin.get("test_agreement"))])
+                         pct(fin.get("test_softmax_error")), pct(fin.get("test_agreement")),
+                         *(pct(fin.get(k)) for k in present)])
     return format_table(["population", "device", "recipe", "epochs", "val err %",
-                         "test err %", "test acc %", "softmax err %", "agreement %"], rows)
+                         "test err %", "test acc %", "softmax err %", "agreement %",
+                         *(extra[k] for k in present)], rows)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

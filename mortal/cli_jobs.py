@@ -43,6 +43,15 @@ TRAIN_METRICS = ("ff_loss", "readout_loss", "readout_acc", "g_pos", "g_neg",
 STUDENT_METRICS = (*TRAIN_METRICS, "val_agreement")
 TRAIN_FINAL = ("test_goodness_error", "test_softmax_error")
 STUDENT_FINAL = (*TRAIN_FINAL, "test_agreement", "test_kl")
+CORRECTED_FINAL = ("test_corrected_error",)
+LEFT_OUT_FINAL = ("test_left_out_accuracy", "test_left_out_accuracy_corrected")
+
+
+def student_final(d: Any) -> tuple[str, ...]:
+    """The final results of a student population under the ``[distill]`` section ``d``."""
+    if not d.bias_correction:
+        return STUDENT_FINAL
+    return (*STUDENT_FINAL, *CORRECTED_FINAL, *(LEFT_OUT_FINAL if d.transfer == "without" else ()))
 
 
 def generation_role(g: int) -> str:
@@ -467,7 +476,7 @@ class Job:
                 key_impl=str(jax.random.key_impl(p["keys"])),
                 planned_epochs=p["cfg"].epochs,
                 metrics=STUDENT_METRICS if role != "train" else TRAIN_METRICS,
-                final=STUDENT_FINAL if role != "train" else TRAIN_FINAL,
+                final=student_final(self.cfg.distill) if role != "train" else TRAIN_FINAL,
                 checkpoint=_checkpoint_leaves(p["template"]))
         return out
 
@@ -576,7 +585,35 @@ class Job:
                                     self.ds.y_test, self.ds.n_classes) for si in s]
             out["test_agreement"] = np.array([f["agreement"] for f in fid])
             out["test_kl"] = np.array([f["kl"] for f in fid])
+            if self.cfg.distill.bias_correction:
+                out.update(self._corrected(p, s, key))
         writer.write_final(role, out)
+
+    def _corrected(self, p: dict[str, Any], test_scores: np.ndarray, key: jax.Array
+                   ) -> dict[str, np.ndarray]:
+        """Test results of every student after the per-class offsets fitted on the first
+        ``bias_images`` labelled validation images (goodness scores divided by T)."""
+        d = self.cfg.distill
+        x_val, y_val = self.ds.x_val[: d.bias_images], self.ds.y_val[: d.bias_images]
+        n = int(test_scores.shape[0])
+        val_scores = population_scores(p["state"], x_val, jax.random.split(
+            jax.random.fold_in(key, 1), n), p["cfg"], 500, self.mesh)
+        y = self.ds.y_test
+        left_out = np.isin(y, np.asarray(d.leave_out))
+        err, before, after = [], [], []
+        for sv, st in zip(val_scores, test_scores, strict=True):
+            b = np.asarray(distill.fit_class_bias(jnp.asarray(sv / d.temperature),
+                                                  jnp.asarray(y_val)))
+            plain = st.argmax(-1)
+            fixed = (st / d.temperature + b).argmax(-1)
+            err.append(np.mean(fixed != y))
+            before.append(np.mean(plain[left_out] == y[left_out]) if left_out.any() else np.nan)
+            after.append(np.mean(fixed[left_out] == y[left_out]) if left_out.any() else np.nan)
+        out = {"test_corrected_error": np.array(err)}
+        if d.transfer == "without":
+            out["test_left_out_accuracy"] = np.array(before)
+            out["test_left_out_accuracy_corrected"] = np.array(after)
+        return out
 
     def _best(self, role: str, which: str = "best") -> tuple[ff.FFState, str, int]:
         """Device ``which`` (an index, or ``best``: lowest validation error) of a population of

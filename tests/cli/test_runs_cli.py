@@ -200,6 +200,31 @@ def test_distill_from_a_trained_run_file(reference: Path, tmp_path: Path) -> Non
     assert not np.array_equal(keys[0], keys[1])  # fresh devices in every generation
 
 
+def test_students_without_a_class_get_the_bias_correction(reference: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "no3.h5"
+    r = _run("distill", "--teacher", str(reference), "--device", "0", "-o", str(out),
+             "--set", "distill.epochs=2", "--set", "distill.students=2",
+             "--set", "data.train_limit=600", "--set", "data.eval_limit=100",
+             "--set", "train.readout_from=0", "--set", "distill.transfer=without",
+             "--set", "distill.leave_out=[3]", "--set", "distill.bias_correction=true",
+             "--set", "distill.bias_images=200")
+    assert r.returncode == 0, r.stderr
+    assert "corrected err %" in r.stdout and "corrected left-out acc %" in r.stdout
+    fin = runs.final(out, "students")
+    for k in ("test_corrected_error", "test_left_out_accuracy",
+              "test_left_out_accuracy_corrected"):
+        assert fin[k].shape == (2,) and np.all((fin[k] >= 0) & (fin[k] <= 1)), (k, fin[k])
+    # the accuracies are fractions of the test 3s: multiples of 1 / (number of 3s)
+    from mortal import data
+
+    threes = int(np.sum(data.load_digits().y_test == 3))
+    for k in ("test_left_out_accuracy", "test_left_out_accuracy_corrected"):
+        np.testing.assert_allclose(fin[k] * threes, np.round(fin[k] * threes), atol=1e-4)
+    # the reference run did not ask for it: no such results, no such columns
+    assert "test_corrected_error" not in runs.final(reference, "students")
+
+
 def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr

@@ -49,6 +49,8 @@ def test_set_values_are_read_as_toml_or_plain_strings() -> None:
     (["distill.teacher_reads=0"], "distill.teacher_reads must be an integer >= 1"),
     (["distill.goodness_kl_weight=-0.1"], "distill.goodness_kl_weight must be a number >= 0"),
     (["distill.negatives=excesss"], "did you mean 'excess'?"),
+    (["distill.bias_images=0"], "distill.bias_images must be an integer >= 1"),
+    (["distill.bias_correction=1"], "distill.bias_correction must be"),
     (["train"], "write --set section.key=value"),
     (["train.lr.x=1"], "train.lr is not a table"),
     (["train.lr=nan"], "train.lr must be a number, got nan"),
