@@ -8,10 +8,11 @@ Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hyb
 Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an ensemble of
 teachers → many students, one compiled program), ``chain`` (generations), ``mutual_epoch``
 (mutual distillation / codistillation on labelled shards), ``copy_weights`` (the immortal
-control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``.
+control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``,
+``tune_class_offset``.
 """
 
-from ._bias import fit_class_bias
+from ._bias import fit_class_bias, tune_class_offset
 from ._fidelity import fidelity
 from ._mutual import mutual_epoch, others_mean
 from ._targets import ensemble_probabilities, soft_target_loss, teacher_logits
@@ -44,5 +45,6 @@ __all__ = [
     "soft_target_loss",
     "student_config",
     "teacher_logits",
+    "tune_class_offset",
     "without_classes",
 ]

@@ -326,3 +326,28 @@ def test_mutual_epoch_shares_stale_beliefs_and_learns_shards() -> None:
                                         distil=False)
     assert int(burned.step[0]) == steps
     assert m["agreement_with_others"].shape == (3,)
+
+
+def test_tuned_offset_of_the_missing_class_is_the_accuracy_optimum() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, N_CLASSES, 500)
+    scores = 3.0 * np.eye(N_CLASSES)[y] + rng.normal(0, 1, (500, N_CLASSES))
+    scores[:, 2] -= 4.0  # the class the transfer set lacked
+    b = distill.tune_class_offset(scores, y, 2)
+
+    def accuracy(offset: float) -> float:
+        shifted = scores.copy()
+        shifted[:, 2] += offset
+        return float(np.mean(shifted.argmax(-1) == y))
+
+    # no offset on a fine grid does better, and it recovers most of the class
+    grid = np.linspace(-2, 10, 2401)
+    assert accuracy(b) >= max(accuracy(g) for g in grid)
+    assert 2.0 < b < 6.0 and accuracy(b) > accuracy(0.0) + 0.05
+    fixed = scores.copy()
+    fixed[:, 2] += b
+    assert np.mean(fixed.argmax(-1)[y == 2] == 2) > 0.7
+    # a class nothing is missing from needs no offset beyond the noise
+    assert abs(distill.tune_class_offset(scores, y, 0)) < 1.0
+    with pytest.raises(ValueError, match="0 <= cls < C"):
+        distill.tune_class_offset(scores, y, N_CLASSES)
