@@ -734,6 +734,13 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     every process computes and only process 0 writes."""
     job = Job(cfg, reporter, mesh)
     if resume:
+        written = runs.attributes(path).get("host", {}).get("xla_flags")
+        now = os.environ.get("XLA_FLAGS", "")
+        if written is not None and written != now:
+            print(f"mortal: warning: {path} was written with XLA_FLAGS={written!r}, this process "
+                  f"has {now!r}; the resumed epochs may differ in the last bits from an "
+                  "uninterrupted run (set XLA_FLAGS as it was to resume bit for bit)",
+                  file=sys.stderr)
         job.load_resume(path)
     if jax.process_count() > 1:  # everyone has read the file before process 0 replaces it
         from jax.experimental import multihost_utils

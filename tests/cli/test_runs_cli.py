@@ -225,6 +225,25 @@ def test_students_without_a_class_get_the_bias_correction(reference: Path,
     assert "test_corrected_error" not in runs.final(reference, "students")
 
 
+def test_resume_under_other_xla_flags_warns(tmp_path: Path) -> None:
+    # the vector width can change how sums round: a run resumed under other XLA_FLAGS than it
+    # was written with is no longer bit-identical to an uninterrupted one, and says so
+    path = tmp_path / "spawned.h5"
+    tiny = ["--set", "data.train_limit=200", "--set", "data.eval_limit=50",
+            "--set", "device.widths=[74,8,8]", "--set", "device.population=1",
+            "--set", "train.epochs=1", "--set", "run.phases=[\"train\"]"]
+    assert _run("spawn", "-o", str(path), *tiny).returncode == 0
+    written = runs.attributes(path)["host"]["xla_flags"]
+    assert written == ENV.get("XLA_FLAGS", "") or "--xla_cpu_prefer_vector_width=512" in written
+    other = {**ENV, "XLA_FLAGS": "--xla_cpu_prefer_vector_width=128"}
+    r = subprocess.run([sys.executable, "-m", "mortal", "train", "--resume", str(path)],
+                       env=other, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("mortal: warning:")]
+    assert len(warning) == 1 and "XLA_FLAGS" in warning[0] and "bit for bit" in warning[0]
+    assert runs.status(path) == "complete"
+
+
 def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
