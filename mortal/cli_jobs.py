@@ -33,7 +33,14 @@ import numpy as np
 import devices
 import distill
 from mortal import __version__, ff, parallel, runs
-from mortal.config import ConfigError, RunConfig, apply_spec_overrides, load_config, to_toml
+from mortal.config import (
+    ConfigError,
+    DistillSection,
+    RunConfig,
+    apply_spec_overrides,
+    load_config,
+    to_toml,
+)
 from mortal.data import DataError, Dataset
 from mortal.data import load as load_dataset
 from mortal.runlog import PopulationPlan, RunWriter, flatten_tree, unflatten_tree
@@ -47,7 +54,7 @@ CORRECTED_FINAL = ("test_corrected_error",)
 LEFT_OUT_FINAL = ("test_left_out_accuracy", "test_left_out_accuracy_corrected")
 
 
-def student_final(d: Any) -> tuple[str, ...]:
+def student_final(d: DistillSection) -> tuple[str, ...]:
     """The final results of a student population under the ``[distill]`` section ``d``."""
     if not d.bias_correction:
         return STUDENT_FINAL
@@ -736,7 +743,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     if resume:
         written = runs.attributes(path).get("host", {}).get("xla_flags")
         now = os.environ.get("XLA_FLAGS", "")
-        if written is not None and written != now:
+        if written is not None and written != now and parallel.is_writer():
             print(f"mortal: warning: {path} was written with XLA_FLAGS={written!r}, this process "
                   f"has {now!r}; the resumed epochs may differ in the last bits from an "
                   "uninterrupted run (set XLA_FLAGS as it was to resume bit for bit)",
