@@ -241,7 +241,9 @@ def main() -> None:
     parser.add_argument("--teacher-state", default=None,
                         help="a trained rram teacher saved by scripts/ff_benchmarks.py "
                         "--save-state (device 0 is the teacher); default: train one here")
-    parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results"),
+                        help="a directory (results go to distill_<dataset>.json in it, merged "
+                        "with what is there) or a .json file")
     parser.add_argument("--experiments", nargs="+", default=["all"],
                         choices=["all", *EXPERIMENTS],
                         help="which experiments to run; results are merged into the JSON file")
@@ -269,7 +271,10 @@ def main() -> None:
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     s, t, n = args.seed, args.temperature, args.students
-    out = Path(args.out) / f"distill_{args.dataset}.json"
+    # a directory (the file is distill_<dataset>.json in it), or the JSON file itself
+    out = Path(args.out)
+    if out.suffix != ".json":
+        out = out / f"distill_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     results["dataset"] = args.dataset
