@@ -9,10 +9,10 @@ Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an 
 teachers → many students, one compiled program), ``chain`` (generations), ``mutual_epoch``
 (mutual distillation / codistillation on labelled shards), ``copy_weights`` (the immortal
 control arm). Fidelity: ``fidelity``. Missing classes: ``fit_class_bias``,
-``tune_class_offset``.
+``corrected_predictions``, ``tune_class_offset``.
 """
 
-from ._bias import fit_class_bias, tune_class_offset
+from ._bias import corrected_predictions, fit_class_bias, tune_class_offset
 from ._fidelity import fidelity
 from ._mutual import mutual_epoch, others_mean
 from ._targets import ensemble_probabilities, soft_target_loss, teacher_logits
@@ -31,6 +31,7 @@ __all__ = [
     "DistillConfig",
     "chain",
     "copy_weights",
+    "corrected_predictions",
     "distill_epoch",
     "distill_epoch_fn",
     "ensemble_probabilities",

@@ -44,6 +44,14 @@ def fit_class_bias(scores: Array, labels: Array, *, temperature: float = 1.0, st
     return b - b.mean()
 
 
+def corrected_predictions(test_scores: Array, val_scores: Array, val_labels: Array, *,
+                          temperature: float = 1.0) -> np.ndarray:
+    """Predicted classes ``(N,)`` for ``test_scores`` ``(N, C)`` after the offsets
+    ``fit_class_bias`` fits on ``val_scores`` / T and ``val_labels`` (a labelled set)."""
+    b = fit_class_bias(jnp.asarray(val_scores) / temperature, jnp.asarray(val_labels))
+    return np.asarray((jnp.asarray(test_scores) / temperature + b).argmax(-1))
+
+
 def tune_class_offset(scores: np.ndarray, labels: np.ndarray, cls: int) -> float:
     """The offset of class ``cls``'s scores alone that maximises accuracy on a labelled set.
 

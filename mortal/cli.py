@@ -420,12 +420,11 @@ def run_table(path: Path) -> str:
     extra = {"test_corrected_error": "corrected err %",
              "test_left_out_accuracy": "left-out acc %",
              "test_left_out_accuracy_corrected": "corrected left-out acc %"}
-    present = [k for k in extra if any(k in runs.final(path, name)
-                                       for name in runs.populations(path))]
-    for name in runs.populations(path):
+    finals = {name: runs.final(path, name) for name in runs.populations(path)}
+    present = [k for k in extra if any(k in fin for fin in finals.values())]
+    for name, fin in finals.items():
         info = runs.population_info(path, name)
         m = runs.metrics(path, name)
-        fin = runs.final(path, name)
         val = m.get("val_goodness_error")
         last_val = None
         if val is not None and len(val):

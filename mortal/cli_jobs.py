@@ -44,6 +44,7 @@ from mortal.config import (
 from mortal.data import DataError, Dataset
 from mortal.data import load as load_dataset
 from mortal.runlog import PopulationPlan, RunWriter, flatten_tree, unflatten_tree
+from mortal.xla_cpu import xla_flags
 
 TRAIN_METRICS = ("ff_loss", "readout_loss", "readout_acc", "g_pos", "g_neg",
                  "val_goodness_error", "val_softmax_error")
@@ -367,7 +368,7 @@ def _host() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
             "jax_devices": [str(d) for d in jax.devices()],
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": xla_flags()}
 
 
 @dataclass
@@ -609,10 +610,8 @@ class Job:
         left_out = np.isin(y, np.asarray(d.leave_out))
         err, before, after = [], [], []
         for sv, st in zip(val_scores, test_scores, strict=True):
-            b = np.asarray(distill.fit_class_bias(jnp.asarray(sv / d.temperature),
-                                                  jnp.asarray(y_val)))
             plain = st.argmax(-1)
-            fixed = (st / d.temperature + b).argmax(-1)
+            fixed = distill.corrected_predictions(st, sv, y_val, temperature=d.temperature)
             err.append(np.mean(fixed != y))
             before.append(np.mean(plain[left_out] == y[left_out]) if left_out.any() else np.nan)
             after.append(np.mean(fixed[left_out] == y[left_out]) if left_out.any() else np.nan)
@@ -742,7 +741,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     job = Job(cfg, reporter, mesh)
     if resume:
         written = runs.attributes(path).get("host", {}).get("xla_flags")
-        now = os.environ.get("XLA_FLAGS", "")
+        now = xla_flags()
         if written is not None and written != now and parallel.is_writer():
             print(f"mortal: warning: {path} was written with XLA_FLAGS={written!r}, this process "
                   f"has {now!r}; the resumed epochs may differ in the last bits from an "

@@ -154,11 +154,11 @@ def _bias_corrected_threes(test: np.ndarray, val: np.ndarray, y_val: np.ndarray,
     out: dict[str, list[float]] = {k: [] for k in ("before", "after", "tuned", "error_before",
                                                     "error_after", "error_tuned", "offset_3")}
     for sc_t, sc_v in zip(test, val, strict=True):
-        bias = np.asarray(distill.fit_class_bias(jnp.asarray(sc_v / t), jnp.asarray(y_val)))
         offset = distill.tune_class_offset(sc_v / t, y_val, 3)
         tuned = sc_t / t
         tuned[:, 3] += offset
-        for name, pred in (("before", sc_t.argmax(-1)), ("after", (sc_t / t + bias).argmax(-1)),
+        fitted = distill.corrected_predictions(sc_t, sc_v, y_val, temperature=t)
+        for name, pred in (("before", sc_t.argmax(-1)), ("after", fitted),
                            ("tuned", tuned.argmax(-1))):
             out[name].append(float(np.mean(pred[threes] == 3)))
             out[f"error_{name}"].append(float(np.mean(pred != y_test)))

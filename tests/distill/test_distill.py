@@ -351,3 +351,15 @@ def test_tuned_offset_of_the_missing_class_is_the_accuracy_optimum() -> None:
     assert abs(distill.tune_class_offset(scores, y, 0)) < 1.0
     with pytest.raises(ValueError, match="0 <= cls < C"):
         distill.tune_class_offset(scores, y, N_CLASSES)
+
+
+def test_corrected_predictions_apply_the_fitted_offsets() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, N_CLASSES, 400)
+    scores = 3.0 * np.eye(N_CLASSES)[y] + rng.normal(0, 1, (400, N_CLASSES))
+    scores[:, 2] -= 4.0
+    val, test = scores[:200], scores[200:]
+    b = np.asarray(distill.fit_class_bias(jnp.asarray(val / 2.0), jnp.asarray(y[:200])))
+    pred = distill.corrected_predictions(test, val, y[:200], temperature=2.0)
+    np.testing.assert_array_equal(pred, (test / 2.0 + b).argmax(-1))
+    assert np.mean(pred[y[200:] == 2] == 2) > np.mean(test.argmax(-1)[y[200:] == 2] == 2) + 0.5
