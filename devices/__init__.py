@@ -5,6 +5,7 @@ The bench interface (all a learner may use):
     ``program(device, requests, *, key)``   ask for weight changes; the device applies its physics
     ``age(device, dt)``   let time pass (drift, neuron death)
     ``normalize(a)``   the known digital RMS-normalisation stage between layers
+    ``matmul(a, b, dtype)``   a product at the simulator's precision (``DeviceSpec.matmul_dtype``)
 
 Fabrication: ``fabricate(spec, key)``, ``spawn(spec, n, key)``, ``stack``, ``device_keys``.
 Recipes: ``DeviceSpec`` and its parts, ``preset(name, widths)``, ``PRESETS``.
@@ -15,9 +16,11 @@ from ._aging import age
 from ._device import Device, Measurement
 from ._fab import device_keys, fabricate, spawn, stack
 from ._inspect import inspect, nominal_curve, transfer_curves
+from ._matmul import matmul
 from ._read import measure, normalize
 from ._spec import (
     FAMILIES,
+    MATMUL_DTYPES,
     UPDATE_MODELS,
     AgingSpec,
     ConnectivitySpec,
@@ -33,6 +36,7 @@ from .presets import PRESETS, REFERENCE_WIDTHS, preset
 
 __all__ = [
     "FAMILIES",
+    "MATMUL_DTYPES",
     "PRESETS",
     "REFERENCE_WIDTHS",
     "UPDATE_MODELS",
@@ -50,6 +54,7 @@ __all__ = [
     "device_keys",
     "fabricate",
     "inspect",
+    "matmul",
     "measure",
     "nominal_curve",
     "normalize",

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from . import _noise
 from ._curves import transfer
 from ._device import Device, LayerPhysics, Measurement
+from ._matmul import matmul
 from ._spec import LayerSpec, ReadSpec
 
 Array = jax.Array
@@ -88,12 +89,13 @@ def neuron_outputs(layer: LayerSpec, phys: LayerPhysics, currents: Array) -> Arr
 
 
 def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None, age: Array,
-           fail_noise: float, x: Array, key: Array | None) -> tuple[Array, Array]:
+           fail_noise: float, x: Array, key: Array | None, matmul_dtype: str = "float32"
+           ) -> tuple[Array, Array]:
     read = layer.read
     v = dac(x, read)
     weights = effective_weights(w, offset, phys)
     bias_v = 1.0 if layer.connectivity.bias else 0.0
-    currents = v @ weights[:-1] + bias_v * weights[-1]
+    currents = matmul(v, weights[:-1], matmul_dtype) + bias_v * weights[-1]
     scale = full_scale(read)  # the periphery rescales the analog result to digital units
     noise = None
     if read.out_noise > 0:
@@ -135,7 +137,7 @@ def _measure(device: Device, x: Array, key: Array | None) -> Measurement:
     for idx, (layer, phys) in enumerate(zip(spec.layers, device.physics, strict=True)):
         k = None if key is None else jax.random.fold_in(key, idx)
         v, y = _layer(layer, phys, device.state.weights[idx], device.state.offsets[idx],
-                      device.state.age, spec.aging.fail_noise, x, k)
+                      device.state.age, spec.aging.fail_noise, x, k, spec.matmul_dtype)
         inputs.append(v)
         outputs.append(y)
         x = normalize(y)

@@ -41,6 +41,8 @@ FAIL_MODES = ("flat", "noisy")
 
 Family = Literal["relu", "softplus", "square_law", "tanh_sat", "exp", "tabulated"]
 UpdateModel = Literal["ideal", "constant_step", "soft_bounds"]
+MatmulDtype = Literal["float32", "bfloat16"]
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 class SpecError(ValueError):
@@ -409,6 +411,12 @@ class DeviceSpec:
     layer. ``normalize_input``: the device's input stage divides each raw input vector by its RMS
     (Hinton's recipe), as every layer's output stage does. ``name`` labels presets.
 
+    ``matmul_dtype`` is not physics but the simulator's arithmetic: ``float32`` (the default), or
+    ``bfloat16`` to round both operands of every crossbar product (and of the products the
+    learner's periphery forms for this device, ``mortal.ff``) to bfloat16 and accumulate in
+    float32, as accelerators' fast matrix units do. Rounding is explicit, so it is the same on
+    every backend (a CPU computes it slowly, a GPU fast); all other arithmetic stays float32.
+
     Recipes are frozen and hashable (they are static configuration under ``jit``) and validated on
     construction: an invalid one raises ``SpecError`` naming the field.
     """
@@ -422,8 +430,12 @@ class DeviceSpec:
     aging: AgingSpec = AgingSpec()
     normalize_input: bool = True
     name: str = "custom"
+    matmul_dtype: MatmulDtype = "float32"
 
     def __post_init__(self) -> None:
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            _fail("matmul_dtype", f"must be one of {list(MATMUL_DTYPES)}, got "
+                                  f"{self.matmul_dtype!r}")
         widths = self.widths
         if isinstance(widths, list):
             object.__setattr__(self, "widths", tuple(widths))

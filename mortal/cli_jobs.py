@@ -163,7 +163,7 @@ def device_spec(cfg: RunConfig, role: str) -> devices.DeviceSpec:
         if cfg.distill.preset and cfg.distill.preset != cfg.device.preset:
             spec = devices.preset(cfg.distill.preset, cfg.device.widths)
         spec = apply_spec_overrides(spec, cfg.distill.spec, "distill.spec")
-    return spec
+    return spec.replace(matmul_dtype=cfg.device.matmul_dtype)
 
 
 def learner_config(cfg: RunConfig, ds: Dataset, role: str) -> ff.FFConfig:

@@ -4,7 +4,7 @@ A run's configuration has five sections::
 
     [run]      seed, phases, checkpoint_every
     [data]     dataset, data_dir, train_limit, eval_every, eval_limit
-    [device]   preset, widths, population, and [device.spec] overrides of the recipe
+    [device]   preset, widths, population, matmul_dtype, and [device.spec] overrides of the recipe
     [train]    the learner (every field of ``mortal.ff.FFConfig``)
     [distill]  students, recipe, epochs, teacher, transfer set, temperature ...
 
@@ -95,12 +95,16 @@ class DeviceSection:
     first (the input must hold the image, plus the label lines when
     ``train.label_placement = "prepend"``); ``population``: devices trained side by side;
     ``spec``: overrides of the recipe as ``part.field`` = value (e.g. ``read.gain = 0.5``),
-    applied to every layer of a per-layer recipe."""
+    applied to every layer of a per-layer recipe. ``matmul_dtype``: the simulator's operand
+    precision for every crossbar and request product, of the trained devices and the students
+    (``float32``, or ``bfloat16``: what accelerators' matrix units compute fast; accumulation
+    stays float32; ``DeviceSpec.matmul_dtype``)."""
 
     preset: str = "rram"
     widths: tuple[int, ...] = (74, 200, 200, 200)
     population: int = 8
     spec: tuple[tuple[str, Any], ...] = (("read.gain", 0.5),)
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.population < 1:

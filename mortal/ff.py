@@ -379,9 +379,11 @@ def goodness_error(outputs: tuple[Array, ...], positive: bool, spec: devices.Dev
     return tuple(errors), jnp.stack(losses)
 
 
-def local_gradients(m: devices.Measurement, errors: tuple[Array, ...]) -> tuple[Array, ...]:
-    """``vᵀ (∂L/∂G · y) / B`` per layer: ``(n_in + 1, n_out)``, from measurements only."""
-    return tuple(v.T @ (e[:, None] * y) / v.shape[0]
+def local_gradients(m: devices.Measurement, errors: tuple[Array, ...],
+                    matmul_dtype: str = "float32") -> tuple[Array, ...]:
+    """``vᵀ (∂L/∂G · y) / B`` per layer: ``(n_in + 1, n_out)``, from measurements only; the
+    products' operands rounded to ``matmul_dtype`` (the device's ``spec.matmul_dtype``)."""
+    return tuple(devices.matmul(v.T, e[:, None] * y, matmul_dtype) / v.shape[0]
                  for v, y, e in zip(m.inputs, m.outputs, errors, strict=True))
 
 
@@ -393,24 +395,27 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     # two products and a sum, not one product over the 2B stacked rows: XLA rounds the stacked
     # product differently for different population shapes, and a run split over processes must
     # equal one process bit for bit (BENCHMARKS.md, "After run 3")
-    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos), local_gradients(m_neg, e_neg))
+    dt = spec.matmul_dtype
+    grads = jax.tree.map(jnp.add, local_gradients(m_pos, e_pos, dt),
+                         local_gradients(m_neg, e_neg, dt))
     return grads, l_pos + l_neg
 
 
-def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFConfig
-                          ) -> tuple[Array, ...]:
+def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFConfig,
+                          matmul_dtype: str = "float32") -> tuple[Array, ...]:
     """The local requests of ``κ T² KL(q ‖ softmax(G / T))`` (``goodness_kl_weight`` κ,
     ``readout_temperature`` T) from a class-major all-label measurement ``m_all`` (``C·B`` rows)
     and targets ``q`` ``(B, C)``. ``∂/∂G_c = κ T (softmax(G / T)_c − q_c)`` is the goodness error
     of the pass with label ``c``, shared by every layer the scores sum over (layers before
     ``readout_from`` get none); each layer's request is then ``vᵀ (∂L/∂G · y) / B`` from its own
-    measured input and output, as for the FF passes."""
+    measured input and output, as for the FF passes (operands rounded to ``matmul_dtype``)."""
     t = cfg.readout_temperature
     scores = scores_from_goodness(m_all.outputs, cfg)
     err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t, axis=-1) - targets)
     err_rows = err.T.reshape(-1, 1)  # class-major, like the rows of m_all
     b = err.shape[0]  # a mean over the B examples (each has C passes)
-    return tuple(v.T @ (err_rows * y) / b if idx >= cfg.readout_from
+    return tuple(devices.matmul(v.T, err_rows * y, matmul_dtype) / b
+                 if idx >= cfg.readout_from
                  else jnp.zeros((v.shape[1], y.shape[1]), y.dtype)
                  for idx, (v, y) in enumerate(zip(m_all.inputs, m_all.outputs, strict=True)))
 
@@ -547,7 +552,8 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
         m_neg = bench.measure(state.device, hybrid_images(k_hyb, x, cfg), key=k_m2)
     grads, losses = ff_gradients(m_pos, m_neg, spec, cfg)
     if cfg.mode == "supervised" and cfg.goodness_kl_weight > 0:
-        grads = jax.tree.map(jnp.add, grads, goodness_kl_gradients(m_all, targets, cfg))
+        grads = jax.tree.map(jnp.add, grads, goodness_kl_gradients(m_all, targets, cfg,
+                                                                spec.matmul_dtype))
     requests, opt_state, sent, pending = _requests(state, grads, cfg, steps_per_epoch)
     device = bench.program(state.device, requests, key=k_prog)
     record = jax.tree.map(jnp.add, state.record, sent)

@@ -4,7 +4,10 @@ Sections (each row says what was timed and how many matrix FLOPs it contains):
 
 * ``matmul``: this machine's float32 matrix-multiply rate, measured in the same run: a jitted
   ``x @ w`` of the shapes an FF step multiplies (B×1001 · 1001×1000) and a square 2000³ product,
-  median of ``--repeats`` calls.
+  median of ``--repeats`` calls. With ``--matmul-dtype bfloat16`` every device's crossbar and
+  request products round their operands to bfloat16 (``DeviceSpec.matmul_dtype``) and the
+  matmul rows are bfloat16 products (float32 accumulation) too, so the fractions compare like
+  with like.
 * ``ff``: one FF training epoch slice (``--steps`` minibatches of B = 100 in one ``lax.scan``)
   of a population of P devices, for presets × widths (784 inputs, three hidden layers of the
   width) × P. Two population programs: ``map`` (``lax.map`` over devices: what the command line
@@ -55,6 +58,7 @@ from mortal import ff, parallel  # noqa: E402
 from mortal.xla_cpu import prefer_wide_vectors  # noqa: E402
 
 B, C = 100, 10
+MATMUL_DTYPE = "float32"  # set from --matmul-dtype: the devices' DeviceSpec.matmul_dtype
 
 
 def timed(fn: Any, *args: Any, repeats: int) -> tuple[float, list[float]]:
@@ -72,10 +76,10 @@ def matmul_rate(repeats: int) -> list[dict[str, Any]]:
     for m, k, n in ((B, 1001, 1000), (2000, 2000, 2000)):
         x = jax.random.normal(jax.random.key(0), (m, k))
         w = jax.random.normal(jax.random.key(1), (k, n))
-        f = jax.jit(lambda a, b: a @ b)
+        f = jax.jit(lambda a, b: devices.matmul(a, b, MATMUL_DTYPE))
         t, _ = timed(f, x, w, repeats=max(repeats, 20))
         rows.append({"section": "matmul", "shape": f"{m}x{k} @ {k}x{n}", "seconds": t,
-                     "gflops": 2 * m * k * n / t / 1e9})
+                     "gflops": 2 * m * k * n / t / 1e9, "matmul_dtype": MATMUL_DTYPE})
     return rows
 
 
@@ -104,7 +108,7 @@ def _data(steps: int, n_in: int) -> tuple[jax.Array, jax.Array]:
 
 def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, steps: int
                 ) -> ff.FFState:
-    spec = devices.preset(preset, widths)
+    spec = devices.preset(preset, widths).replace(matmul_dtype=MATMUL_DTYPE)
     pop = devices.spawn(spec, p, jax.random.key(0))
     return ff.init_population(pop, cfg, steps)
 
@@ -226,7 +230,12 @@ def main() -> int:
     ap.add_argument("--only", choices=("ff", "rram", "distill", "eval"), action="append",
                     help="run only these sections (repeatable; 'rram' also times the ideal P = 1 "
                     "reference it is compared with)")
+    ap.add_argument("--matmul-dtype", choices=devices.MATMUL_DTYPES, default="float32",
+                    help="operand precision of every crossbar and request product "
+                    "(DeviceSpec.matmul_dtype) and of the reference matmul rows")
     args = ap.parse_args()
+    global MATMUL_DTYPE
+    MATMUL_DTYPE = args.matmul_dtype
     only = set(args.only or ("ff", "rram", "distill", "eval"))
     widths = (500,) if args.quick else (500, 1000, 2000)
     pops = (1, 4) if args.quick else (1, 4, 16, 64)
@@ -234,7 +243,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = matmul_rate(args.repeats)
     mm = rows[0]["gflops"]  # the FF-shaped product is the honest ceiling for an FF step
     payload: dict[str, Any] = {"command": " ".join(sys.argv), "environment": environment(),
-                               "matmul_gflops_ff_shape": mm, "rows": rows}
+                               "matmul_gflops_ff_shape": mm, "matmul_dtype": MATMUL_DTYPE,
+                               "rows": rows}
 
     def add(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -263,7 +273,7 @@ def main() -> int:
             add(bench_eval("ideal", ref_w, p, 1000 if args.quick else 2000, args.repeats))
     print()
     print(table(rows, mm))
-    summary = summarise(rows, ref_w)
+    summary = {**summarise(rows, ref_w), "matmul_dtype": MATMUL_DTYPE}
     payload["summary"] = summary
     write_json_atomic(Path(args.out), payload)
     print()

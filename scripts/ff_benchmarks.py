@@ -97,9 +97,9 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None
-          ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
-    spec = devices.preset(exp.preset, exp.widths)
+def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
+          matmul_dtype: str = "float32") -> tuple[devices.DeviceSpec, ff.FFConfig]:
+    spec = devices.preset(exp.preset, exp.widths).replace(matmul_dtype=matmul_dtype)
     for part, changes in exp.spec_changes.items():
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
@@ -115,7 +115,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
-    spec, cfg = build(exp, epochs, args.overrides)
+    spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype)
     ds = data.load(exp.dataset, args.data_dir)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
@@ -204,6 +204,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a learner-config field (ff.FFConfig), e.g. "
                         "--set weight_decay=0.002; repeatable")
+    parser.add_argument("--matmul-dtype", choices=devices.MATMUL_DTYPES, default="float32",
+                        help="operand precision of the crossbar and request products "
+                        "(DeviceSpec.matmul_dtype; bfloat16: what accelerators' matrix units "
+                        "compute fast), to measure its effect on accuracy")
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()

@@ -400,3 +400,25 @@ def test_plot_of_a_run_before_its_first_validation(tmp_path: Path) -> None:
         w.append_epoch("train", 1, 10, 1.0, {"ff_loss": np.ones(2)})
         out = plot_run(path, tmp_path / "early.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bfloat16_products_reach_every_population_of_a_run(reference: Path,
+                                                           tmp_path: Path) -> None:
+    """``device.matmul_dtype = bfloat16``: trained devices and students compute their products
+    from bfloat16 operands, the run file's recipes say so, and the learned weights differ from
+    the float32 reference run of the same seed (the same fab draws, other arithmetic)."""
+    out = tmp_path / "bf16.h5"
+    assert main(["demo", "-o", str(out), *TINY, "--set", "device.matmul_dtype=bfloat16",
+                 "--quiet"]) == 0
+    for name in ("train", "students"):
+        assert runs.load_device(out, 0, name).spec.matmul_dtype == "bfloat16"
+        fresh, ref = runs.load_device(out, 0, name), runs.load_device(reference, 0, name)
+        assert np.array_equal(np.asarray(fresh.state.weights[0]),
+                              np.asarray(ref.state.weights[0]))  # the same instance
+        trained = runs.load_device(out, 0, name, state="checkpoint")
+        assert not np.array_equal(np.asarray(trained.state.weights[0]),
+                                  np.asarray(runs.load_device(reference, 0, name,
+                                                              state="checkpoint")
+                                             .state.weights[0]))
+    assert np.isfinite(runs.final(out, "students")["test_agreement"]).all()
+    assert "matmul_dtype = \"bfloat16\"" in runs.config_text(out)

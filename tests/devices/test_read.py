@@ -249,3 +249,42 @@ def test_mortal_device_neurons_die_flat_or_noisy() -> None:
     assert devices.age(d, 1e9).state.age == pytest.approx(1e9)
     assert math.isinf(float(devices.inspect(devices.fabricate(
         devices.preset("ideal", TINY), jax.random.key(0)))["layers"][0]["fail_time"][0]))
+
+
+def _bf16(a: jax.Array) -> np.ndarray:
+    return np.asarray(jnp.asarray(a).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+def test_bfloat16_matmul_rounds_both_operands_and_accumulates_in_float32() -> None:
+    a = jax.random.normal(jax.random.key(0), (9, 300))
+    b = jax.random.normal(jax.random.key(1), (300, 7))
+    got = np.asarray(devices.matmul(a, b, "bfloat16"))
+    assert got.dtype == np.float32
+    exact = _bf16(a) @ _bf16(b)  # the product of the rounded operands, in float64
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-4 * np.abs(exact).max())
+    plain = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+    assert np.abs(got - plain).max() > 100 * np.abs(got - exact).max()  # rounding happened
+    assert np.array_equal(np.asarray(devices.matmul(a, b, "float32")), np.asarray(a @ b))
+    with pytest.raises(ValueError, match="bfloat16"):
+        devices.matmul(a, b, "float16")
+
+
+def test_bfloat16_crossbar_measures_the_rounded_product_and_nothing_else() -> None:
+    spec = devices.preset("ideal", (20, 16, 12))
+    d32 = devices.fabricate(spec, jax.random.key(0))
+    d16 = devices.fabricate(spec.replace(matmul_dtype="bfloat16"), jax.random.key(0))
+    # the fab draws do not depend on the simulator's precision
+    for w32, w16 in zip(d32.state.weights, d16.state.weights, strict=True):
+        assert np.array_equal(np.asarray(w32), np.asarray(w16))
+    x = jax.random.uniform(jax.random.key(1), (7, 20))
+    m16 = devices.measure(d16, x)
+    # layer by layer: ReLU(bf16(v) · bf16(W) + b) from the measured input v of the same layer
+    for v, y, w in zip(m16.inputs, m16.outputs, d16.state.weights, strict=True):
+        expected = np.maximum(_bf16(v[:, :-1]) @ _bf16(w[:-1]) + np.asarray(w[-1]), 0.0)
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=0, atol=1e-5)
+    m32 = devices.measure(d32, x)
+    diff = [float(jnp.abs(a - b).max()) for a, b in zip(m32.outputs, m16.outputs, strict=True)]
+    assert 0 < max(diff) < 0.05  # close to float32, but rounded
+    again = devices.measure(d16, x)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(m16.outputs, again.outputs, strict=True))

@@ -70,6 +70,7 @@ BAD_RECIPES = [
     (dict(widths=W, aging=AgingSpec(drift_nu=-0.1)), "aging.drift_nu"),
     (dict(widths=W, neuron=(NeuronSpec(),)), "neuron has 1 entries"),
     (dict(widths=W, read=NeuronSpec()), "read must be a ReadSpec"),
+    (dict(widths=W, matmul_dtype="float16"), "matmul_dtype"),
 ]
 
 
@@ -106,6 +107,8 @@ def test_per_layer_sub_specs_resolve() -> None:
 def test_dict_round_trip(preset_name: str) -> None:
     spec = devices.preset(preset_name, W)
     assert DeviceSpec.from_dict(spec.to_dict()) == spec
+    fast = spec.replace(matmul_dtype="bfloat16")
+    assert DeviceSpec.from_dict(fast.to_dict()) == fast != spec
 
 
 def test_dict_round_trip_with_tables_and_per_layer_parts() -> None:

@@ -75,6 +75,37 @@ def test_ideal_request_equals_autodiff_gradient_of_the_layer_local_loss() -> Non
         np.testing.assert_allclose(g_rule, 0.5 * g_auto, rtol=2e-4, atol=1e-6)
 
 
+def test_bfloat16_device_rounds_the_request_products_and_still_learns() -> None:
+    """With ``matmul_dtype = bfloat16`` the rule's products take bfloat16 operands: each request
+    is ``bf16(v)ᵀ bf16(∂L/∂G · y) / B`` of the same measurements, close to float32's; training
+    still learns, deterministically."""
+    spec = devices.preset("ideal", W).replace(matmul_dtype="bfloat16")
+    d = devices.fabricate(spec, jax.random.key(0))
+    x, y = _data(10)
+    m_pos = devices.measure(d, ff.embed_class(x, y, CFG))
+    m_neg = devices.measure(d, ff.embed_class(x, (y + 1) % N_CLASSES, CFG))
+    grads, _ = ff.ff_gradients(m_pos, m_neg, spec, CFG)
+    e_pos, _ = ff.goodness_error(m_pos.outputs, True, spec, CFG)
+    e_neg, _ = ff.goodness_error(m_neg.outputs, False, spec, CFG)
+
+    def rounded(a: jax.Array) -> np.ndarray:
+        return np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+    plain = ff.ff_gradients(m_pos, m_neg, spec.replace(matmul_dtype="float32"), CFG)[0]
+    for idx, g in enumerate(grads):
+        want = sum(rounded(m.inputs[idx]).T @ rounded(e[idx][:, None] * m.outputs[idx]) / 10
+                   for m, e in ((m_pos, e_pos), (m_neg, e_neg)))
+        np.testing.assert_allclose(g, want, rtol=0, atol=1e-6 * np.abs(want).max() + 1e-9)
+        scale = float(jnp.abs(plain[idx]).max())
+        assert 0 < float(jnp.abs(g - plain[idx]).max()) < 0.02 * scale
+    x, y = _data(80)
+    pop = devices.spawn(spec, 2, jax.random.key(3))
+    state, metrics = _train(pop, y, x, epochs=4)
+    again, _ = _train(pop, y, x, epochs=4)
+    assert _tree_equal(state, again)
+    assert float(jnp.mean(metrics["readout_acc"])) > 0.6
+
+
 def test_ideal_goodness_kl_request_equals_autodiff_gradient_of_the_scores_kl() -> None:
     """κ T² KL(q ‖ softmax(S / T)) on the goodness scores S, each layer's input detached: the
     rule's requests are half its autodiff gradient (the same convention as FF above)."""
