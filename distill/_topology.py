@@ -43,8 +43,12 @@ class DistillConfig:
 
     ``goodness_kl_weight`` κ: the students also descend ``κ T² KL(q ‖ softmax(G / T))`` on their
     goodness scores over every label (``ff.FFConfig.goodness_kl_weight``; C passes per example
-    instead of 2). ``negatives``: the students' negative classes, ``None`` keeps the learner's
-    own (``hard``), ``excess`` draws them from where a student's belief exceeds the target.
+    instead of 2). ``goodness_kl_temperature``: ``targets`` (at T) or ``fit`` (at the temperature
+    that brings each student's goodness softmax closest to the targets on each minibatch,
+    ``ff.fit_temperature``: for students whose goodness scale differs from the teacher's, as
+    students of another recipe). ``negatives``: the students' negative classes, ``None`` keeps
+    the learner's own (``hard``), ``excess`` draws them from where a student's belief exceeds
+    the target.
     Both act on the students only, never on a teacher.
     """
 
@@ -54,6 +58,7 @@ class DistillConfig:
     positive_temperature: float = 1.0
     teacher_reads: int = 1
     goodness_kl_weight: float = 0.0
+    goodness_kl_temperature: Literal["targets", "fit"] = "targets"
     negatives: Literal["hard", "random", "excess"] | None = None
 
     def __post_init__(self) -> None:
@@ -75,6 +80,9 @@ class DistillConfig:
         if not (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight)):
             raise ValueError(f"invalid distillation config: goodness_kl_weight must be a number "
                              f">= 0, got {self.goodness_kl_weight}")
+        if self.goodness_kl_temperature not in ("targets", "fit"):
+            raise ValueError(f"invalid distillation config: goodness_kl_temperature must be "
+                             f"'targets' or 'fit', got {self.goodness_kl_temperature!r}")
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")
@@ -88,6 +96,7 @@ def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
                                hard_weight=dcfg.hard_weight, mode="supervised",
                                positive_power=dcfg.temperature / dcfg.positive_temperature,
                                goodness_kl_weight=dcfg.goodness_kl_weight,
+                               goodness_kl_temperature=dcfg.goodness_kl_temperature,
                                negatives=dcfg.negatives or cfg.negatives)
 
 

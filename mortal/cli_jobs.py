@@ -183,6 +183,7 @@ def distill_config(cfg: RunConfig) -> distill.DistillConfig:
                                  positive_temperature=d.positive_temperature,
                                  teacher_reads=d.teacher_reads,
                                  goodness_kl_weight=d.goodness_kl_weight,
+                                 goodness_kl_temperature=d.goodness_kl_temperature,
                                  negatives=None if d.negatives == "learner" else d.negatives)
 
 

@@ -78,6 +78,11 @@ class FFConfig:
     every example, the way Hinton et al.'s distillation matches every logit, rather than only the
     sampled positive and negative labels. The positive and negative passes are then rows of that
     one all-label measurement. It costs ``C`` passes per example instead of 2.
+    ``goodness_kl_temperature``: ``targets`` matches ``softmax(G / T)`` at the targets' own T
+    (Hinton et al.'s convention); ``fit`` matches ``softmax(G / T_s)`` with the ``T_s`` that
+    brings it closest to the targets on each minibatch (``fit_temperature``), so that only the
+    shape of the targets is imposed, not the teacher's goodness scale: for students whose
+    physics gives goodness scores of another scale than their teacher's (another recipe).
     """
 
     n_classes: int = 10
@@ -105,6 +110,7 @@ class FFConfig:
     positive_power: float = 1.0
     label_placement: Literal["overwrite", "prepend"] = "overwrite"
     goodness_kl_weight: float = 0.0
+    goodness_kl_temperature: Literal["targets", "fit"] = "targets"
 
     def __post_init__(self) -> None:
         checks = [
@@ -136,6 +142,8 @@ class FFConfig:
              "positive_power must be a positive number"),
             (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight),
              "goodness_kl_weight must be a number >= 0"),
+            (self.goodness_kl_temperature in ("targets", "fit"),
+             "goodness_kl_temperature must be 'targets' or 'fit'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -401,6 +409,26 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     return grads, l_pos + l_neg
 
 
+# T_s / T tried by the fit: 41 log-spaced values from 1/30 to 30
+FIT_FACTORS = tuple(30.0 ** ((i - 20) / 20) for i in range(41))
+
+
+def fit_temperature(scores: Array, targets: Array, temperature: float) -> Array:
+    """The temperature ``T_s`` at which ``softmax(scores / T_s)`` is closest to the targets:
+    the minimiser of the mean ``KL(q ‖ softmax(S / T_s))`` over the batch among
+    ``temperature × FIT_FACTORS`` (41 values from T / 30 to 30 T, 19 % apart; the first of
+    equals). ``scores`` and ``targets``: ``(B, C)``. Returns a float32 scalar. Temperature
+    scaling (Guo et al. 2017) fitted on measured scores only."""
+    factors = jnp.asarray(FIT_FACTORS, jnp.float32) * temperature
+    logq = jnp.log(jnp.clip(targets, 1e-30, 1.0))
+
+    def kl(t: Array) -> Array:
+        logp = jax.nn.log_softmax(scores / t, axis=-1)
+        return jnp.mean(jnp.sum(targets * (logq - logp), axis=-1))
+
+    return factors[jnp.argmin(jax.vmap(kl)(factors))]
+
+
 def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFConfig,
                           matmul_dtype: str = "float32") -> tuple[Array, ...]:
     """The local requests of ``κ T² KL(q ‖ softmax(G / T))`` (``goodness_kl_weight`` κ,
@@ -411,6 +439,8 @@ def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFCon
     measured input and output, as for the FF passes (operands rounded to ``matmul_dtype``)."""
     t = cfg.readout_temperature
     scores = scores_from_goodness(m_all.outputs, cfg)
+    if cfg.goodness_kl_temperature == "fit":
+        t = fit_temperature(scores, targets, t)
     err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t, axis=-1) - targets)
     err_rows = err.T.reshape(-1, 1)  # class-major, like the rows of m_all
     b = err.shape[0]  # a mean over the B examples (each has C passes)

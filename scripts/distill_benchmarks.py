@@ -177,6 +177,12 @@ def _report(teacher_reads: np.ndarray, student_scores: np.ndarray, y: np.ndarray
     rows = [distill.fidelity(np.asarray(tp), np.asarray(jax.nn.softmax(s / t, -1)), y,
                              n_classes) for s in student_scores]
     err = [1 - r["student_accuracy"] for r in rows]
+    # the temperature at which each student's goodness softmax is closest to the teacher's
+    # (ff.fit_temperature) and the KL there: how well the shape matches, whatever the scale
+    fitted = [float(ff.fit_temperature(jnp.asarray(s), tp, t)) for s in student_scores]
+    kl_fitted = [distill.fidelity(np.asarray(tp), np.asarray(jax.nn.softmax(s / f, -1)), y,
+                                  n_classes)["kl"] for s, f in zip(student_scores, fitted,
+                                                                   strict=True)]
     first, consensus = teacher_reads[0].argmax(-1), teacher_reads.sum(0).argmax(-1)
     with_consensus = [float(np.mean(s.argmax(-1) == consensus)) for s in student_scores]
     return {"student_error": err, "mean_student_error": float(np.mean(err)),
@@ -184,6 +190,7 @@ def _report(teacher_reads: np.ndarray, student_scores: np.ndarray, y: np.ndarray
             "agreement": [r["agreement"] for r in rows],
             "mean_agreement": float(np.mean([r["agreement"] for r in rows])),
             "kl": [r["kl"] for r in rows],
+            "fitted_temperature": fitted, "kl_at_fitted_temperature": kl_fitted,
             "teacher_reads": int(teacher_reads.shape[0]),
             "teacher_self_agreement": float(np.mean([np.mean(first == r.argmax(-1))
                                                      for r in teacher_reads[1:]])),
@@ -221,6 +228,10 @@ def main() -> None:
                         help="students also descend KAPPA T^2 KL(teacher || softmax(goodness/T)) "
                         "over every label (DistillConfig.goodness_kl_weight; C passes per "
                         "example instead of 2)")
+    parser.add_argument("--goodness-kl-temperature", choices=["targets", "fit"],
+                        default="targets", help="the goodness term's temperature: the targets' "
+                        "T, or fitted to each student's scores on every minibatch "
+                        "(DistillConfig.goodness_kl_temperature)")
     parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
                         default=None, help="the students' negative classes (default: the "
                         "learner's, hard; DistillConfig.negatives)")
@@ -265,6 +276,7 @@ def main() -> None:
                                      positive_temperature=args.positive_temperature,
                                      teacher_reads=args.teacher_reads,
                                      goodness_kl_weight=args.goodness_kl,
+                                     goodness_kl_temperature=args.goodness_kl_temperature,
                                      negatives=args.student_negatives)
     except ValueError as exc:
         parser.error(str(exc))
@@ -290,7 +302,9 @@ def main() -> None:
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
                    students=n, temperature=t, positive_temperature=args.positive_temperature,
                    teacher_reads=args.teacher_reads, source=args.source,
-                   goodness_kl_weight=args.goodness_kl, student_negatives=args.student_negatives,
+                   goodness_kl_weight=args.goodness_kl,
+                   goodness_kl_temperature=args.goodness_kl_temperature,
+                   student_negatives=args.student_negatives,
                    seed=s, git_revision=rev, xla_flags=xla_flags(), widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))

@@ -128,15 +128,18 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     learner only; the teacher is still only measured, and the defaults change nothing."""
     base = distill.DistillConfig()
     assert distill.student_config(CFG, base).negatives == CFG.negatives
-    dcfg = distill.DistillConfig(goodness_kl_weight=0.1, negatives="excess")
+    dcfg = distill.DistillConfig(goodness_kl_weight=0.1, negatives="excess",
+                                 goodness_kl_temperature="fit")
     scfg = distill.student_config(CFG, dcfg)
     assert scfg.goodness_kl_weight == 0.1 and scfg.negatives == "excess"
+    assert scfg.goodness_kl_temperature == "fit"
     teacher = _teacher(1)
     keys = jax.random.split(jax.random.key(41), 2)
     plain = _distill(_students(2, base), teacher, base, keys)
     shaped = _distill(_students(2, dcfg), teacher, dcfg, keys)
     assert not _tree_equal(plain.device.state.weights, shaped.device.state.weights)
-    for bad in ({"goodness_kl_weight": -1.0}, {"negatives": "worst"}):
+    for bad in ({"goodness_kl_weight": -1.0}, {"negatives": "worst"},
+                {"goodness_kl_temperature": "auto"}):
         with pytest.raises(ValueError, match="invalid distillation config"):
             distill.DistillConfig(**bad)
 

@@ -476,3 +476,28 @@ def test_in_chunks_applies_a_per_device_function_to_every_device() -> None:
         assert jnp.array_equal(got["y"], want["y"]) and jnp.array_equal(got["s"], want["s"])
     with pytest.raises(ValueError, match="groups of 4"):
         ff.in_chunks(fn, (xs, ks), 4)
+
+
+def test_fit_temperature_recovers_the_scale_of_the_scores() -> None:
+    """Scores that are ``T_s · log q`` plus any per-example constant fit ``T_s`` exactly; the
+    fitted term equals the term at that temperature."""
+    q = jax.nn.softmax(jax.random.normal(jax.random.key(7), (32, N_CLASSES)) * 2, axis=-1)
+    for k in (3, 20, 33):
+        t_s = 20.0 * ff.FIT_FACTORS[k]
+        scores = t_s * jnp.log(q) + jax.random.normal(jax.random.key(k), (32, 1)) * 50
+        assert float(ff.fit_temperature(scores, q, 20.0)) == pytest.approx(t_s, rel=1e-5)
+    cfg = dataclasses.replace(CFG, goodness_kl_weight=0.3, readout_temperature=4.0,
+                              goodness_kl_temperature="fit")
+    d = devices.fabricate(devices.preset("ideal", W), jax.random.key(0))
+    x, _ = _data(10)
+    q = jax.nn.softmax(jax.random.normal(jax.random.key(5), (10, N_CLASSES)), axis=-1)
+    m = devices.measure(d, ff.embed_all_classes(x, cfg))
+    t_s = float(ff.fit_temperature(ff.scores_from_goodness(m.outputs, cfg), q, 4.0))
+    assert t_s != 4.0
+    fitted = ff.goodness_kl_gradients(m, q, cfg)
+    at_t_s = ff.goodness_kl_gradients(m, q, dataclasses.replace(
+        cfg, readout_temperature=t_s, goodness_kl_temperature="targets"))
+    for a, b in zip(fitted, at_t_s, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="goodness_kl_temperature"):
+        ff.FFConfig(goodness_kl_temperature="auto")  # type: ignore[arg-type]
