@@ -230,6 +230,11 @@ def main() -> int:
     ap.add_argument("--only", choices=("ff", "rram", "distill", "eval"), action="append",
                     help="run only these sections (repeatable; 'rram' also times the ideal P = 1 "
                     "reference it is compared with)")
+    ap.add_argument("--populations", type=int, nargs="+", default=None, metavar="P",
+                    help="population sizes of the ff section (default 1 4 16 64; on a GPU "
+                    "1 4 16 64 256; --quick: 1 4)")
+    ap.add_argument("--widths", type=int, nargs="+", default=None, metavar="W",
+                    help="hidden widths of the ff section (default 500 1000 2000; --quick: 500)")
     ap.add_argument("--matmul-dtype", choices=devices.MATMUL_DTYPES, default="float32",
                     help="operand precision of every crossbar and request product "
                     "(DeviceSpec.matmul_dtype) and of the reference matmul rows")
@@ -237,8 +242,9 @@ def main() -> int:
     global MATMUL_DTYPE
     MATMUL_DTYPE = args.matmul_dtype
     only = set(args.only or ("ff", "rram", "distill", "eval"))
-    widths = (500,) if args.quick else (500, 1000, 2000)
-    pops = (1, 4) if args.quick else (1, 4, 16, 64)
+    widths = tuple(args.widths or ((500,) if args.quick else (500, 1000, 2000)))
+    default_pops = (1, 4, 16, 64, 256) if jax.default_backend() == "gpu" else (1, 4, 16, 64)
+    pops = tuple(args.populations or ((1, 4) if args.quick else default_pops))
     steps = 3 if args.quick else args.steps
     rows: list[dict[str, Any]] = matmul_rate(args.repeats)
     mm = rows[0]["gflops"]  # the FF-shaped product is the honest ceiling for an FF step
@@ -310,6 +316,10 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
     dist = find("distill", "ideal", 1)
     if dist and ideal:
         out["distill_over_ff_time_P1"] = dist["seconds"] / ideal["seconds"]
+    for program in ("map", "vmap"):  # the GPU target: P = 64, 3 × 1000, one epoch
+        big = find("ff", "ideal", 64, program)
+        if big:
+            out[f"mnist_epoch_s_P64_{program}"] = 50_000 * 64 / big["device_samples_per_s"]
     ev = find("eval", "ideal", 1)
     if ev and ideal:
         out["eval_over_train_per_sample"] = ideal["device_samples_per_s"] / ev[
