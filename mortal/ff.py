@@ -80,9 +80,10 @@ class FFConfig:
     one all-label measurement. It costs ``C`` passes per example instead of 2.
     ``goodness_kl_temperature``: ``targets`` matches ``softmax(G / T)`` at the targets' own T
     (Hinton et al.'s convention); ``fit`` matches ``softmax(G / T_s)`` with the ``T_s`` that
-    brings it closest to the targets on each minibatch (``fit_temperature``), so that only the
-    shape of the targets is imposed, not the teacher's goodness scale: for students whose
-    physics gives goodness scores of another scale than their teacher's (another recipe).
+    brings it closest to the targets on each minibatch (``fit_temperature``), with the pull of
+    the ``targets`` convention (see ``goodness_kl_gradients``), so that only the shape of the
+    targets is imposed, not the teacher's goodness scale: for students whose physics gives
+    goodness scores of another scale than their teacher's (another recipe).
     """
 
     n_classes: int = 10
@@ -436,12 +437,17 @@ def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFCon
     and targets ``q`` ``(B, C)``. ``∂/∂G_c = κ T (softmax(G / T)_c − q_c)`` is the goodness error
     of the pass with label ``c``, shared by every layer the scores sum over (layers before
     ``readout_from`` get none); each layer's request is then ``vᵀ (∂L/∂G · y) / B`` from its own
-    measured input and output, as for the FF passes (operands rounded to ``matmul_dtype``)."""
+    measured input and output, as for the FF passes (operands rounded to ``matmul_dtype``).
+
+    With ``goodness_kl_temperature = "fit"`` the softmax is taken at the fitted ``T_s``
+    (``fit_temperature``) and the error is ``κ T (softmax(G / T_s)_c − q_c)``: the gradient of
+    ``κ T T_s KL(q ‖ softmax(G / T_s))``, whose pull has the size of the targets' convention
+    whatever the student's scale (with ``T_s`` in place of ``T`` a student whose scores are
+    still flat gets a large ``T_s`` and a pull that swamps its FF passes)."""
     t = cfg.readout_temperature
     scores = scores_from_goodness(m_all.outputs, cfg)
-    if cfg.goodness_kl_temperature == "fit":
-        t = fit_temperature(scores, targets, t)
-    err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t, axis=-1) - targets)
+    t_soft = fit_temperature(scores, targets, t) if cfg.goodness_kl_temperature == "fit" else t
+    err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t_soft, axis=-1) - targets)
     err_rows = err.T.reshape(-1, 1)  # class-major, like the rows of m_all
     b = err.shape[0]  # a mean over the B examples (each has C passes)
     return tuple(devices.matmul(v.T, err_rows * y, matmul_dtype) / b
