@@ -134,9 +134,11 @@ class DistillSection:
     agreement from 93.3 to 95.3 % (seed 1: 9.5 → 7.0 %, 93.7 → 95.7 %) for 3 s more; on MNIST,
     from 6.9 to 5.7 %. Set it to 0 for students of another recipe (``preset``): MNIST ``pcm``
     students of an ``rram`` teacher reached 4.5 % with κ = 0 and 11.4 % with 0.15.
-    ``goodness_kl_temperature``: ``targets`` (the term matches the students' goodness softmax at
-    T) or ``fit`` (at the temperature that brings each student's softmax closest to the targets
-    on each minibatch, so the teacher's goodness scale is not imposed).
+    ``goodness_kl_temperature``: ``fit`` (the default: the term matches each student's goodness
+    softmax at the temperature that brings it closest to the targets on each minibatch, so the
+    teacher's goodness scale is not imposed; on the demo the students' mean test error went
+    from 6.50 to 6.12 % and their median agreement from 95.3 to 95.5 %, seed 1: 7.04 → 6.71 %,
+    95.7 → 96.7 %) or ``targets`` (at T, Hinton et al.'s convention).
     ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
     ``random`` or ``excess``). ``bias_correction``: fit per-class offsets of each student's
     goodness scores (divided by T) on the first ``bias_images`` labelled validation images
@@ -161,7 +163,7 @@ class DistillSection:
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
     goodness_kl_weight: float = 0.15
-    goodness_kl_temperature: Literal["targets", "fit"] = "targets"
+    goodness_kl_temperature: Literal["targets", "fit"] = "fit"
     negatives: Literal["learner", "hard", "random", "excess"] = "learner"
     bias_correction: bool = False
     bias_images: int = 1000

@@ -85,11 +85,11 @@ def test_distill_section_reaches_the_learner() -> None:
         3, 0.5, 8.0, 0.25)
     # the demo's students match every label's goodness (κ = 0.15) and the learner's negatives
     assert (d.goodness_kl_weight, d.negatives) == (0.15, None)
-    assert d.goodness_kl_temperature == "targets"
+    assert d.goodness_kl_temperature == "fit"
     d = cli_jobs.distill_config(load_config(None, ["distill.goodness_kl_weight=0",
                                                    "distill.negatives=excess",
-                                                   "distill.goodness_kl_temperature=fit"]))
+                                                   "distill.goodness_kl_temperature=targets"]))
     assert (d.goodness_kl_weight, d.negatives) == (0.0, "excess")
-    assert d.goodness_kl_temperature == "fit"
+    assert d.goodness_kl_temperature == "targets"
     with pytest.raises(ConfigError, match=r"distill\.teacher_reads must be an integer"):
         load_config(None, ["distill.teacher_reads=1.5"])
