@@ -407,12 +407,14 @@ def main() -> None:
                       for st in states]
             log(name, {"generation_error": errors, "lost_over_chain": errors[-1] - errors[0],
                        "lineage": lineage,
-                       "student_learner_config": dataclasses.asdict(ccfg)}, started)
+                       "student_learner_config": dataclasses.asdict(
+                           distill.student_config(ccfg, dcfg))}, started)
         elif name == "cross-recipe":
             pcm_cfg = dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])
             cross = _distill(teacher, pcm, n, x, pcm_cfg, dcfg, s + 500)
             log(name, {"teacher_recipe": "rram", "student_recipe": "pcm",
-                       "student_learner_config": dataclasses.asdict(pcm_cfg),
+                       "student_learner_config": dataclasses.asdict(
+                           distill.student_config(pcm_cfg, dcfg)),
                        **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
                                  ds.n_classes)}, started)
         elif name == "copy-ideal":
