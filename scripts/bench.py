@@ -2,12 +2,12 @@
 
 Sections (each row says what was timed and how many matrix FLOPs it contains):
 
-* ``matmul``: this machine's float32 matrix-multiply rate, measured in the same run: a jitted
-  ``x @ w`` of the shapes an FF step multiplies (B×1001 · 1001×1000) and a square 2000³ product,
-  median of ``--repeats`` calls. With ``--matmul-dtype bfloat16`` every device's crossbar and
-  request products round their operands to bfloat16 (``DeviceSpec.matmul_dtype``) and the
-  matmul rows are bfloat16 products (float32 accumulation) too, so the fractions compare like
-  with like.
+* ``matmul``: this machine's float32 matrix-multiply rate, measured in the same run: jitted
+  ``x @ w`` products of the shapes an FF step multiplies (B×1001 · 1001×1000) and square 2000³
+  products, 10 different ``x`` per call (``lax.map``), median of at least 20 calls. With
+  ``--matmul-dtype bfloat16`` every device's crossbar and request products round their operands
+  to bfloat16 (``DeviceSpec.matmul_dtype``) and the matmul rows are bfloat16 products (float32
+  accumulation) too, so the fractions compare like with like.
 * ``ff``: one FF training epoch slice (``--steps`` minibatches of B = 100 in one ``lax.scan``)
   of a population of P devices, for presets × widths (784 inputs, three hidden layers of the
   width) × P. Two population programs: ``map`` (``lax.map`` over devices: what the command line
@@ -71,15 +71,25 @@ def timed(fn: Any, *args: Any, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+MATMULS_PER_CALL = 10  # products per timed call, as an FF slice times 10 steps per call
+
+
 def matmul_rate(repeats: int) -> list[dict[str, Any]]:
+    """The machine's matmul rate: one jitted call forms ``MATMULS_PER_CALL`` products of one
+    weight matrix with as many different inputs (``lax.map``, like the steps of an FF slice),
+    median of at least 20 calls. (Until session 14 one call formed one product: for the
+    FF-shaped product, about 1 ms, the per-call overhead and scheduling then moved the figure
+    by nearly 2 × between runs: 336 and 187 GFLOP/s.)"""
     rows = []
     for m, k, n in ((B, 1001, 1000), (2000, 2000, 2000)):
-        x = jax.random.normal(jax.random.key(0), (m, k))
+        xs = jax.random.normal(jax.random.key(0), (MATMULS_PER_CALL, m, k))
         w = jax.random.normal(jax.random.key(1), (k, n))
-        f = jax.jit(lambda a, b: devices.matmul(a, b, MATMUL_DTYPE))
-        t, _ = timed(f, x, w, repeats=max(repeats, 20))
-        rows.append({"section": "matmul", "shape": f"{m}x{k} @ {k}x{n}", "seconds": t,
-                     "gflops": 2 * m * k * n / t / 1e9, "matmul_dtype": MATMUL_DTYPE})
+        f = jax.jit(lambda a, b: jax.lax.map(lambda x: devices.matmul(x, b, MATMUL_DTYPE), a))
+        t, _ = timed(f, xs, w, repeats=max(repeats, 20))
+        rows.append({"section": "matmul", "shape": f"{m}x{k} @ {k}x{n}",
+                     "seconds": t / MATMULS_PER_CALL, "products_per_call": MATMULS_PER_CALL,
+                     "gflops": 2 * m * k * n * MATMULS_PER_CALL / t / 1e9,
+                     "matmul_dtype": MATMUL_DTYPE})
     return rows
 
 
