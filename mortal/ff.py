@@ -410,8 +410,9 @@ def ff_gradients(m_pos: devices.Measurement, m_neg: devices.Measurement,
     return grads, l_pos + l_neg
 
 
-# T_s / T tried by the fit: 83 log-spaced values 19 % apart, from about 1/1000 to 1000 (MNIST
-# `pcm` students of an `rram` teacher fit about 500-600 x; `rram` students 1.2-5 x)
+# T_s / T tried by the fit: 83 log-spaced values 19 % apart, from about 1/1000 to 1000 (at
+# T = 20, MNIST `pcm` students of an `rram` teacher fit T_s = 710-1000, 35-50 x; `rram`
+# students 1.7-4.6 x)
 FIT_FACTORS = tuple(30.0 ** (k / 20) for k in range(-41, 42))
 
 
