@@ -4,7 +4,8 @@ A trained device's weights mean nothing on another device, so students learn *in
 same Forward-Forward rule as training, to reproduce their teachers' soft probabilities.
 
 Targets: ``teacher_logits``, ``ensemble_probabilities`` (measure only), ``soft_target_loss``.
-Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hybrid_inputs``.
+Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hybrid_inputs``;
+views shared by teacher and students on every step: ``shifted_views`` (``DistillConfig.jitter``).
 Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an ensemble of
 teachers → many students, one compiled program), ``chain`` (generations), ``mutual_epoch``
 (mutual distillation / codistillation on labelled shards), ``copy_weights`` (the immortal
@@ -26,6 +27,7 @@ from ._topology import (
     student_config,
 )
 from ._transfer import hybrid_inputs, noise_inputs, random_fraction, without_classes
+from ._views import shifted_views
 
 __all__ = [
     "DistillConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "noise_inputs",
     "others_mean",
     "random_fraction",
+    "shifted_views",
     "soft_target_loss",
     "student_config",
     "teacher_logits",

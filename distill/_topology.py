@@ -16,6 +16,7 @@ import devices
 from mortal import ff
 
 from ._targets import Source, ensemble_probabilities
+from ._views import shifted_views
 
 Array = jax.Array
 
@@ -50,6 +51,11 @@ class DistillConfig:
     the learner's own (``hard``), ``excess`` draws them from where a student's belief exceeds
     the target.
     Both act on the students only, never on a teacher.
+
+    ``jitter`` s (pixels): every minibatch is shown as a fresh view, each image shifted by up to
+    s pixels in each direction (``shifted_views``), and the teachers are measured on that same
+    view (Beyer et al. 2022's consistent function matching); ``image_shape`` ``(H, W)`` of the
+    transfer images is then needed. 0 (the default) uses the images as they are.
     """
 
     temperature: float = 20.0
@@ -60,8 +66,12 @@ class DistillConfig:
     goodness_kl_weight: float = 0.0
     goodness_kl_temperature: Literal["targets", "fit"] = "targets"
     negatives: Literal["hard", "random", "excess"] | None = None
+    jitter: int = 0
+    image_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.image_shape is not None:  # hashable (a static argument), whatever came in
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
         if not self.temperature > 0:
             raise ValueError(f"invalid distillation config: temperature must be > 0, got "
                              f"{self.temperature}")
@@ -86,6 +96,15 @@ class DistillConfig:
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")
+        if not (isinstance(self.jitter, int) and not isinstance(self.jitter, bool)
+                and self.jitter >= 0):
+            raise ValueError(f"invalid distillation config: jitter must be an integer >= 0 "
+                             f"(pixels), got {self.jitter!r}")
+        if self.jitter > 0 and (self.image_shape is None or len(self.image_shape) != 2
+                                or min(self.image_shape) <= 2 * self.jitter):
+            raise ValueError(f"invalid distillation config: jitter {self.jitter} needs the "
+                             f"transfer images' image_shape (H, W), each larger than twice the "
+                             f"jitter, got {self.image_shape!r}")
 
 
 def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
@@ -108,12 +127,16 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
     n = x.shape[0]
     spe = ff.steps_per_epoch(n, scfg)
     k_order, k_teacher = jax.random.split(key)
+    k_view = jax.random.fold_in(key, 0x5EE)  # (drawn only with jitter; other streams unchanged)
     order = jax.random.permutation(k_order, n)[: spe * scfg.batch_size]
     order = order.reshape(spe, scfg.batch_size)
 
     def body(st: ff.FFState, inp: tuple[Array, Array]) -> tuple[ff.FFState, dict[str, Array]]:
         idx, step = inp
         xb = x[idx]  # teacher and students see the same inputs in the same step
+        if dcfg.jitter > 0:  # the same fresh view for both
+            xb = shifted_views(jax.random.fold_in(k_view, step), xb, dcfg.image_shape,
+                               dcfg.jitter)
         q = ensemble_probabilities(teachers, xb, cfg, temperature=dcfg.temperature,
                                    source=dcfg.source, key=jax.random.fold_in(k_teacher, step),
                                    bench=teacher_bench, reads=dcfg.teacher_reads)
@@ -168,7 +191,9 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
             "transfer_set": transfer_set, "temperature": dcfg.temperature,
             "positive_temperature": dcfg.positive_temperature,
             "teacher_reads": dcfg.teacher_reads, "source": dcfg.source,
-            "hard_weight": dcfg.hard_weight, "fab_seed": fab_seed,
+            "hard_weight": dcfg.hard_weight, "goodness_kl_weight": dcfg.goodness_kl_weight,
+            "goodness_kl_temperature": dcfg.goodness_kl_temperature,
+            "negatives": dcfg.negatives, "jitter": dcfg.jitter, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}
 
 

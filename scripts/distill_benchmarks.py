@@ -235,6 +235,10 @@ def main() -> None:
     parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
                         default=None, help="the students' negative classes (default: the "
                         "learner's, hard; DistillConfig.negatives)")
+    parser.add_argument("--jitter", type=int, default=0, metavar="PIXELS",
+                        help="show every minibatch to teacher and students as one fresh view, "
+                        "each image shifted by up to PIXELS in each direction "
+                        "(DistillConfig.jitter; default 0: the images as they are)")
     parser.add_argument("--source", choices=["goodness", "readout"], default="goodness",
                         help="where soft targets and shared beliefs come from: the goodness "
                         "scores over every label (10 passes per image) or the one-pass "
@@ -277,7 +281,9 @@ def main() -> None:
                                      teacher_reads=args.teacher_reads,
                                      goodness_kl_weight=args.goodness_kl,
                                      goodness_kl_temperature=args.goodness_kl_temperature,
-                                     negatives=args.student_negatives)
+                                     negatives=args.student_negatives,
+                                     jitter=args.jitter,
+                                     image_shape=ds.image_shape if args.jitter else None)
     except ValueError as exc:
         parser.error(str(exc))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -304,7 +310,7 @@ def main() -> None:
                    teacher_reads=args.teacher_reads, source=args.source,
                    goodness_kl_weight=args.goodness_kl,
                    goodness_kl_temperature=args.goodness_kl_temperature,
-                   student_negatives=args.student_negatives,
+                   student_negatives=args.student_negatives, jitter=args.jitter,
                    seed=s, git_revision=rev, xla_flags=xla_flags(), widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))

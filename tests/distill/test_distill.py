@@ -227,6 +227,9 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
         assert rec["positive_temperature"] == dcfg.positive_temperature
         assert rec["teacher_reads"] == dcfg.teacher_reads
+        assert (rec["goodness_kl_weight"], rec["goodness_kl_temperature"], rec["negatives"],
+                rec["jitter"]) == (dcfg.goodness_kl_weight, dcfg.goodness_kl_temperature,
+                                   dcfg.negatives, dcfg.jitter)
         assert rec["recipe"] == "rram" and rec["epochs"] == 1
     # every generation is a different, fresh instance
     gains = [np.asarray(devices.inspect(s.device)["layers"][0]["gain"]) for s in states[1:]]
@@ -278,6 +281,69 @@ def test_transfer_sets() -> None:
         distill.random_fraction(x, 0.0)
     with pytest.raises(ValueError, match="leaves no image"):
         distill.without_classes(x, y, (0, 1, 2, 3, 4))
+
+
+def test_shifted_views_move_each_image_by_its_own_whole_pixel_shift() -> None:
+    x = jax.random.uniform(jax.random.key(3), (64, 5 * 6)) + 1.0  # no pixel is 0
+    assert distill.shifted_views(jax.random.key(4), x, (5, 6), 0) is x
+    views = np.asarray(distill.shifted_views(jax.random.key(4), x, (5, 6), 2)).reshape(64, 5, 6)
+    imgs = np.asarray(x).reshape(64, 5, 6)
+    seen = set()
+    for img, view in zip(imgs, views, strict=True):
+        rows = np.flatnonzero(view.any(axis=1))
+        cols = np.flatnonzero(view.any(axis=0))
+        dy = int(rows[0]) if rows[0] > 0 else -(4 - int(rows[-1]))
+        dx = int(cols[0]) if cols[0] > 0 else -(5 - int(cols[-1]))
+        assert -2 <= dy <= 2 and -2 <= dx <= 2
+        expect = np.zeros_like(img)  # view[r, c] = img[r - dy, c - dx], 0 where that is outside
+        expect[max(dy, 0):5 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
+            img[max(-dy, 0):5 - max(dy, 0), max(-dx, 0):6 - max(dx, 0)]
+        np.testing.assert_array_equal(view, expect)
+        seen.add((dy, dx))
+    assert len(seen) > 12  # of the 25 shifts, drawn per image
+    with pytest.raises(ValueError, match="has 20 pixels"):
+        distill.shifted_views(jax.random.key(4), x, (4, 5), 1)
+
+
+def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() -> None:
+    """With ``jitter`` every step shows teacher and students one shifted view of the minibatch:
+    the pixels (all but the label lines) of the teacher's reads equal the students' neutral
+    pass, and differ from the unshifted images."""
+    teacher = _teacher(1)
+    seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
+
+    def recording(who: str) -> ff.Bench:
+        def measure(d: devices.Device, x: jax.Array, *, key: jax.Array | None = None
+                    ) -> devices.Measurement:
+            jax.debug.callback(lambda a: seen[who].append(np.asarray(a)), x, ordered=True)
+            return devices.measure(d, x, key=key)
+        return ff.Bench(measure=measure)
+
+    with pytest.raises(ValueError, match="needs the transfer images' image_shape"):
+        distill.DistillConfig(jitter=1)
+    with pytest.raises(ValueError, match="jitter must be an integer"):
+        distill.DistillConfig(jitter=-1, image_shape=(4, 5))
+    dcfg = distill.DistillConfig(jitter=1, image_shape=[4, 5])  # a list is made a tuple
+    x, _ = _data()
+    students = _students(1, dcfg)
+    distill.distill_epoch(students, teacher, x, None, jax.random.key(30),
+                          jax.random.split(jax.random.key(31), 1), cfg=CFG, dcfg=dcfg,
+                          student_bench=recording("student"), teacher_bench=recording("teacher"))
+    steps = ff.steps_per_epoch(x.shape[0], CFG)
+    b = CFG.batch_size
+    assert len(seen["teacher"]) == steps and len(seen["student"]) == 2 * steps
+    unshifted = {row.tobytes() for row in np.asarray(x)[:, N_CLASSES:]}
+    as_is = 0
+    for step in range(steps):
+        t_pix = seen["teacher"][step][:b, N_CLASSES:]  # class-major: the first B rows, label 0
+        s_pix = seen["student"][2 * step][:, N_CLASSES:]  # the neutral pass
+        np.testing.assert_array_equal(t_pix, s_pix)
+        as_is += sum(row.tobytes() in unshifted for row in s_pix)
+    assert as_is < steps * b / 3  # a view is its image only when drawn unshifted (1 in 9)
+    keys = jax.random.split(jax.random.key(31), 1)
+    plain = _distill(students, teacher, distill.DistillConfig(), keys)
+    viewed = _distill(students, teacher, dcfg, keys)
+    assert not _tree_equal(plain.device.state.weights, viewed.device.state.weights)
 
 
 def test_class_bias_correction_recovers_an_offset() -> None:
