@@ -83,20 +83,46 @@ def _train_ff(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, cfg:
     return state
 
 
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    """What each distillation epoch is checked on: the first validation images, their labels
+    and the teacher's answers on them (one read). Costs one all-label read of those images per
+    student and epoch."""
+
+    x: jax.Array
+    y: np.ndarray
+    teacher_pred: np.ndarray
+    seed: int
+
+
 def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array,
-             cfg: ff.FFConfig, dcfg: distill.DistillConfig, seed: int) -> ff.FFState:
+             cfg: ff.FFConfig, dcfg: distill.DistillConfig, seed: int,
+             watch: Watch | None = None) -> tuple[ff.FFState, list[dict[str, Any]]]:
+    """``n`` fresh students of ``spec`` distilled for ``cfg.epochs`` epochs, and their history:
+    per epoch, the training metrics (means over students and steps) and, with ``watch``, each
+    student's goodness error on the watched validation images and its agreement there with the
+    teacher."""
     scfg = distill.student_config(cfg, dcfg)
     pop = devices.spawn(spec, n, jax.random.key(seed))
     students = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
+    history: list[dict[str, Any]] = []
     for e in tqdm(range(cfg.epochs), desc=f"distil -> {n}x{spec.name}", unit="epoch",
                   leave=False):
+        started = time.perf_counter()
         k = jax.random.fold_in(jax.random.key(seed + 1), e)
-        students, _ = distill.distill_epoch(students, teacher, x, None, k,
-                                            jax.random.split(jax.random.fold_in(k, 1), n),
-                                            cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
-                                            teacher_bench=ff.BENCH)
+        students, metrics = distill.distill_epoch(students, teacher, x, None, k,
+                                                  jax.random.split(jax.random.fold_in(k, 1), n),
+                                                  cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
+                                                  teacher_bench=ff.BENCH)
         jax.block_until_ready(students)
-    return students
+        row: dict[str, Any] = {"epoch": e + 1, "epoch_s": round(time.perf_counter() - started, 2),
+                               **{m: float(np.mean(v)) for m, v in metrics.items()}}
+        if watch is not None:
+            pred = _scores(students, watch.x, cfg, watch.seed + e).argmax(-1)
+            row["val_error"] = [float(np.mean(p != watch.y)) for p in pred]
+            row["val_agreement"] = [float(np.mean(p == watch.teacher_pred)) for p in pred]
+        history.append(row)
+    return students, history
 
 
 def load_state(path: str) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
@@ -239,6 +265,10 @@ def main() -> None:
                         help="show every minibatch to teacher and students as one fresh view, "
                         "each image shifted by up to PIXELS in each direction "
                         "(DistillConfig.jitter; default 0: the images as they are)")
+    parser.add_argument("--watch", type=int, default=1000, metavar="N",
+                        help="after every distillation epoch, read each student on the first N "
+                        "validation images: its error and agreement with the teacher go into "
+                        "the row's history (0: training metrics only)")
     parser.add_argument("--source", choices=["goodness", "readout"], default="goodness",
                         help="where soft targets and shared beliefs come from: the goodness "
                         "scores over every label (10 passes per image) or the one-pass "
@@ -304,7 +334,10 @@ def main() -> None:
 
     rev = git_revision(ROOT)
 
-    def log(name: str, row: dict[str, Any], started: float) -> None:
+    def log(name: str, row: dict[str, Any], started: float,
+            history: list[dict[str, Any]] | None = None) -> None:
+        if history is not None:
+            row["history"] = history
         row.update(elapsed_s=round(time.perf_counter() - started, 1), epochs=args.epochs,
                    students=n, temperature=t, positive_temperature=args.positive_temperature,
                    teacher_reads=args.teacher_reads, source=args.source,
@@ -340,11 +373,15 @@ def main() -> None:
         print(f"teacher: test error {100 * np.mean(t_scores[0].argmax(-1) != yt):.2f}% "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     single = None if teacher is None else jax.tree.map(lambda a: a[0], teacher)
+    watch = None
+    if teacher is not None and args.watch > 0:
+        xw, yw = jnp.asarray(ds.x_val[:args.watch]), np.asarray(ds.y_val[:args.watch])
+        watch = Watch(xw, yw, _scores(teacher, xw, cfg, s + 19)[0].argmax(-1), s + 20)
 
     for name in selected:
         started = time.perf_counter()
         if name == "one-to-many":
-            students = _distill(teacher, rram, n, x, cfg, dcfg, s + 100)
+            students, history = _distill(teacher, rram, n, x, cfg, dcfg, s + 100, watch)
             row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
             controls = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
                         "mean_weight_copy_error")
@@ -371,21 +408,21 @@ def main() -> None:
                 row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6)
                 row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
                 row["controls_revision"] = rev
-            log(name, row, started)
+            log(name, row, started, history)
         elif name == "fraction":
             part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))
             # default: the same number of learning steps as on the whole set
             epochs = args.fraction_epochs or round(cfg.epochs * x.shape[0] / part.shape[0])
-            small = _distill(teacher, rram, n, part, dataclasses.replace(
+            small, history = _distill(teacher, rram, n, part, dataclasses.replace(
                 cfg, batch_size=min(cfg.batch_size, part.shape[0]), epochs=epochs), dcfg,
-                s + 200)
+                s + 200, watch)
             log(name, {"fraction": args.fraction, "transfer_images": int(part.shape[0]),
                        "fraction_epochs": epochs,
                        **_report(t_scores, _scores(small, xt, cfg, s + 7), yt, t,
-                                 ds.n_classes)}, started)
+                                 ds.n_classes)}, started, history)
         elif name == "no-threes":
             no3 = jnp.asarray(distill.without_classes(np.asarray(x), np.asarray(y), (3,)))
-            blind = _distill(teacher, rram, n, no3, cfg, dcfg, s + 300)
+            blind, history = _distill(teacher, rram, n, no3, cfg, dcfg, s + 300, watch)
             xv, yv = jnp.asarray(ds.x_val), np.asarray(ds.y_val)
             b_test = _scores(blind, xt, cfg, s + 8)
             g = _bias_corrected_threes(b_test, _scores(blind, xv, cfg, s + 9), yv, yt, t)
@@ -403,7 +440,7 @@ def main() -> None:
                        "goodness_correction": g, "readout_correction": r,
                        "mean_tuned": float(np.mean(g["tuned"])),
                        "readout_mean_tuned": float(np.mean(r["tuned"])),
-                       **_report(t_scores, b_test, yt, t, ds.n_classes)}, started)
+                       **_report(t_scores, b_test, yt, t, ds.n_classes)}, started, history)
         elif name in ("chain", "chain-pcm"):
             spec, ccfg = ((rram, cfg) if name == "chain" else
                           (pcm, dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])))
@@ -417,12 +454,12 @@ def main() -> None:
                            distill.student_config(ccfg, dcfg))}, started)
         elif name == "cross-recipe":
             pcm_cfg = dataclasses.replace(cfg, **PCM_STUDENTS[args.dataset])
-            cross = _distill(teacher, pcm, n, x, pcm_cfg, dcfg, s + 500)
+            cross, history = _distill(teacher, pcm, n, x, pcm_cfg, dcfg, s + 500, watch)
             log(name, {"teacher_recipe": "rram", "student_recipe": "pcm",
                        "student_learner_config": dataclasses.asdict(
                            distill.student_config(pcm_cfg, dcfg)),
                        **_report(t_scores, _scores(cross, xt, cfg, s + 11), yt, t,
-                                 ds.n_classes)}, started)
+                                 ds.n_classes)}, started, history)
         elif name == "copy-ideal":
             ideal = devices.preset("ideal", widths)
             it = _train_ff(ideal, 1, x, y, cfg, s + 600)
