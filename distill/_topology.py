@@ -127,16 +127,16 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
     n = x.shape[0]
     spe = ff.steps_per_epoch(n, scfg)
     k_order, k_teacher = jax.random.split(key)
-    k_view = jax.random.fold_in(key, 0x5EE)  # (drawn only with jitter; other streams unchanged)
     order = jax.random.permutation(k_order, n)[: spe * scfg.batch_size]
     order = order.reshape(spe, scfg.batch_size)
 
     def body(st: ff.FFState, inp: tuple[Array, Array]) -> tuple[ff.FFState, dict[str, Array]]:
         idx, step = inp
         xb = x[idx]  # teacher and students see the same inputs in the same step
-        if dcfg.jitter > 0:  # the same fresh view for both
-            xb = shifted_views(jax.random.fold_in(k_view, step), xb, dcfg.image_shape,
-                               dcfg.jitter)
+        if dcfg.jitter > 0:  # the same fresh view for both; a stream of its own, so that
+            # runs without views keep their order and teacher-read keys
+            k_view = jax.random.fold_in(jax.random.fold_in(key, 0x5EE), step)
+            xb = shifted_views(k_view, xb, dcfg.image_shape, dcfg.jitter)
         q = ensemble_probabilities(teachers, xb, cfg, temperature=dcfg.temperature,
                                    source=dcfg.source, key=jax.random.fold_in(k_teacher, step),
                                    bench=teacher_bench, reads=dcfg.teacher_reads)
