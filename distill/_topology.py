@@ -49,8 +49,10 @@ class DistillConfig:
     ``ff.fit_temperature``: for students whose goodness scale differs from the teacher's, as
     students of another recipe). ``negatives``: the students' negative classes, ``None`` keeps
     the learner's own (``hard``), ``excess`` draws them from where a student's belief exceeds
-    the target.
-    Both act on the students only, never on a teacher.
+    the target. ``negative_belief``: what those draws read as a student's belief, ``None``
+    keeps the learner's own (``readout``); ``goodness`` reads its goodness scores over every
+    label (``ff.FFConfig.negative_belief``; C passes per example instead of 2).
+    All of these act on the students only, never on a teacher.
 
     ``jitter`` s (pixels): every minibatch is shown as a fresh view, each image shifted by up to
     s pixels in each direction (``shifted_views``), and the teachers are measured on that same
@@ -66,6 +68,7 @@ class DistillConfig:
     goodness_kl_weight: float = 0.0
     goodness_kl_temperature: Literal["targets", "fit"] = "targets"
     negatives: Literal["hard", "random", "excess"] | None = None
+    negative_belief: Literal["readout", "goodness"] | None = None
     jitter: int = 0
     image_shape: tuple[int, int] | None = None
 
@@ -96,6 +99,9 @@ class DistillConfig:
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")
+        if self.negative_belief not in (None, "readout", "goodness"):
+            raise ValueError(f"invalid distillation config: negative_belief must be None, "
+                             f"'readout' or 'goodness', got {self.negative_belief!r}")
         if not (isinstance(self.jitter, int) and not isinstance(self.jitter, bool)
                 and self.jitter >= 0):
             raise ValueError(f"invalid distillation config: jitter must be an integer >= 0 "
@@ -116,7 +122,8 @@ def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
                                positive_power=dcfg.temperature / dcfg.positive_temperature,
                                goodness_kl_weight=dcfg.goodness_kl_weight,
                                goodness_kl_temperature=dcfg.goodness_kl_temperature,
-                               negatives=dcfg.negatives or cfg.negatives)
+                               negatives=dcfg.negatives or cfg.negatives,
+                               negative_belief=dcfg.negative_belief or cfg.negative_belief)
 
 
 def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels: Array | None,
@@ -193,7 +200,8 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
             "teacher_reads": dcfg.teacher_reads, "source": dcfg.source,
             "hard_weight": dcfg.hard_weight, "goodness_kl_weight": dcfg.goodness_kl_weight,
             "goodness_kl_temperature": dcfg.goodness_kl_temperature,
-            "negatives": dcfg.negatives, "jitter": dcfg.jitter, "fab_seed": fab_seed,
+            "negatives": dcfg.negatives, "negative_belief": dcfg.negative_belief,
+            "jitter": dcfg.jitter, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}
 
 

@@ -143,12 +143,14 @@ class DistillSection:
     from 6.50 to 6.12 % and their median agreement from 95.3 to 95.5 %, seed 1: 7.04 → 6.71 %,
     95.7 → 96.7 %) or ``targets`` (at T, Hinton et al.'s convention).
     ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
-    ``random`` or ``excess``). ``bias_correction``: fit per-class offsets of each student's
-    goodness scores (divided by T) on the first ``bias_images`` labelled validation images
-    (Hinton et al. 2015: what a class missing from the transfer set costs is mostly such an
-    offset; a digital correction, the devices are not touched) and report the corrected test
-    error, and with ``transfer = without`` the accuracy on the left-out classes' test images
-    before and after."""
+    ``random`` or ``excess``). ``negative_belief``: what the students' ``hard`` and ``excess``
+    negatives are drawn from (``learner``: as ``[train]`` says; ``readout`` or ``goodness``, their
+    goodness over every label, C passes per example). ``bias_correction``: fit per-class offsets of
+    each student's goodness scores (divided by T) on the first ``bias_images`` labelled validation
+    images (Hinton et al. 2015: what a class missing from the transfer set costs is mostly such an
+    offset; a digital correction, the devices are not touched) and report the corrected test error,
+    and with ``transfer = without`` the accuracy on the left-out classes' test images before and
+    after."""
 
     students: int = 8
     preset: str = ""
@@ -168,6 +170,7 @@ class DistillSection:
     goodness_kl_weight: float = 0.15
     goodness_kl_temperature: Literal["targets", "fit"] = "fit"
     negatives: Literal["learner", "hard", "random", "excess"] = "learner"
+    negative_belief: Literal["learner", "readout", "goodness"] = "learner"
     bias_correction: bool = False
     bias_images: int = 1000
 

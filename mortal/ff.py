@@ -61,9 +61,14 @@ class FFConfig:
     readout), ``random`` (uniform), or ``excess`` (drawn from where the belief exceeds the target:
     ``∝ max(softmax(z) − q̃, 0)``, see ``sample_negatives``; equal to ``hard`` for one-hot
     targets, and for soft targets it stops pushing down a class the device already rates no
-    higher than its teacher does). Never the positive class. ``mode``: ``supervised`` (labels in
-    the input) or ``unsupervised`` (hybrid-image negatives, no label lines; ``image_shape``
-    needed). ``shared_order``: every device of a population sees minibatches in the same order.
+    higher than its teacher does). Never the positive class. ``negative_belief``: what ``hard``
+    and ``excess`` read as the device's belief: ``readout`` (the neutral-pass linear readout,
+    Hinton's recipe) or ``goodness`` (``softmax(G / T_s)`` of the goodness scores over every
+    label, ``T_s`` fitted to the targets on each minibatch, ``fit_temperature``; C passes per
+    example instead of 2, whose rows are then the positive and negative passes). ``mode``:
+    ``supervised`` (labels in the input) or ``unsupervised`` (hybrid-image negatives, no label
+    lines; ``image_shape`` needed). ``shared_order``: every device of a population sees minibatches
+    in the same order.
     Distillation (soft targets at temperature ``readout_temperature`` = T): the readout descends
     ``(1 − λ) T² KL(q ‖ softmax(z/T)) + λ CE(y, softmax(z))`` with ``λ = hard_weight`` when hard
     labels ``y`` come with the soft targets ``q``; the positive class is drawn from
@@ -97,6 +102,7 @@ class FFConfig:
     epochs: int = 100
     batch_size: int = 100
     negatives: Literal["hard", "random", "excess"] = "hard"
+    negative_belief: Literal["readout", "goodness"] = "readout"
     readout_lr: float = 0.1
     readout_decay: float = 0.003
     readout_from: int = 1
@@ -145,6 +151,12 @@ class FFConfig:
              "goodness_kl_weight must be a number >= 0"),
             (self.goodness_kl_temperature in ("targets", "fit"),
              "goodness_kl_temperature must be 'targets' or 'fit'"),
+            (self.negative_belief in ("readout", "goodness"),
+             "negative_belief must be 'readout' or 'goodness'"),
+            (self.negative_belief == "readout" or (self.mode == "supervised"
+                                                   and self.negatives != "random"),
+             "negative_belief 'goodness' draws 'hard' or 'excess' negatives in supervised "
+             "mode; set negative_belief = 'readout' for random or unsupervised negatives"),
         ]
         for ok, message in checks:
             if not ok:
@@ -458,6 +470,17 @@ def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFCon
                  for idx, (v, y) in enumerate(zip(m_all.inputs, m_all.outputs, strict=True)))
 
 
+def goodness_belief(scores: Array, targets: Array, cfg: FFConfig) -> Array:
+    """The device's belief read from its goodness scores ``G`` ``(B, C)``: the logits
+    ``G / T_s`` ``(B, C)``, with ``T_s`` the temperature that brings ``softmax(G / T_s)``
+    closest to the targets ``(B, C)`` on this minibatch (``fit_temperature`` around the
+    ``readout_temperature``): for one-hot targets the calibrated temperature of the
+    minibatch, for a teacher's probabilities its scale. A goodness score is a sum of squares
+    whose spread grows as the device learns; a fixed temperature would make the draw nearly
+    uniform early and nearly an argmax late."""
+    return scores / fit_temperature(scores, targets, cfg.readout_temperature)
+
+
 def sample_negatives(key: Array, positives: Array, belief_logits: Array, cfg: FFConfig,
                      targets: Array | None = None) -> Array:
     """A wrong class per example, never the positive class. ``(B,)`` int32.
@@ -569,16 +592,20 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
     mix = positive_distribution(targets, labels, cfg)
     positives = jax.random.categorical(k_pos, jnp.log(mix), axis=-1)
     if cfg.mode == "supervised":
-        negatives = sample_negatives(k_neg, positives, logits, cfg, mix)
         b = x.shape[0]
-        if cfg.goodness_kl_weight > 0:
+        if cfg.goodness_kl_weight > 0 or cfg.negative_belief == "goodness":
             # every candidate label in one measurement (class-major rows c·B + i); the positive
             # and negative passes are its rows
             m_all = bench.measure(state.device, embed_all_classes(x, cfg), key=k_m1)
+            belief = logits
+            if cfg.negative_belief == "goodness":
+                belief = goodness_belief(scores_from_goodness(m_all.outputs, cfg), targets, cfg)
+            negatives = sample_negatives(k_neg, positives, belief, cfg, mix)
             rows = jnp.arange(b)
             m_pos = jax.tree.map(lambda a: a[positives * b + rows], m_all)
             m_neg = jax.tree.map(lambda a: a[negatives * b + rows], m_all)
         else:
+            negatives = sample_negatives(k_neg, positives, logits, cfg, mix)
             x_pos, x_neg = embed_class(x, positives, cfg), embed_class(x, negatives, cfg)
             # one bench call drives both batches (2B rows): the same physics as two calls, each
             # row with its own read noise, but matrices twice as tall and one set of weight reads

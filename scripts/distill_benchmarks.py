@@ -266,6 +266,11 @@ def main() -> None:
     parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
                         default=None, help="the students' negative classes (default: the "
                         "learner's, hard; DistillConfig.negatives)")
+    parser.add_argument("--student-negative-belief", choices=["readout", "goodness"],
+                        default=None, help="what the students' hard or excess negatives are "
+                        "drawn from (default: the learner's, readout; goodness: each student's "
+                        "goodness over every label, C passes per example; "
+                        "DistillConfig.negative_belief)")
     parser.add_argument("--jitter", type=int, default=0, metavar="PIXELS",
                         help="show every minibatch to teacher and students as one fresh view, "
                         "each image shifted by up to PIXELS in each direction "
@@ -318,6 +323,7 @@ def main() -> None:
                                      goodness_kl_weight=args.goodness_kl,
                                      goodness_kl_temperature=args.goodness_kl_temperature,
                                      negatives=args.student_negatives,
+                                     negative_belief=args.student_negative_belief,
                                      jitter=args.jitter,
                                      image_shape=ds.image_shape if args.jitter else None)
     except ValueError as exc:
@@ -349,7 +355,8 @@ def main() -> None:
                    teacher_reads=args.teacher_reads, source=args.source,
                    goodness_kl_weight=args.goodness_kl,
                    goodness_kl_temperature=args.goodness_kl_temperature,
-                   student_negatives=args.student_negatives, jitter=args.jitter,
+                   student_negatives=args.student_negatives,
+                   student_negative_belief=args.student_negative_belief, jitter=args.jitter,
                    seed=s, git_revision=rev, xla_flags=xla_flags(), widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))

@@ -128,10 +128,12 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     learner only; the teacher is still only measured, and the defaults change nothing."""
     base = distill.DistillConfig()
     assert distill.student_config(CFG, base).negatives == CFG.negatives
+    assert distill.student_config(CFG, base).negative_belief == CFG.negative_belief
     dcfg = distill.DistillConfig(goodness_kl_weight=0.1, negatives="excess",
-                                 goodness_kl_temperature="fit")
+                                 goodness_kl_temperature="fit", negative_belief="goodness")
     scfg = distill.student_config(CFG, dcfg)
     assert scfg.goodness_kl_weight == 0.1 and scfg.negatives == "excess"
+    assert scfg.negative_belief == "goodness"
     assert scfg.goodness_kl_temperature == "fit"
     teacher = _teacher(1)
     keys = jax.random.split(jax.random.key(41), 2)
@@ -139,7 +141,7 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     shaped = _distill(_students(2, dcfg), teacher, dcfg, keys)
     assert not _tree_equal(plain.device.state.weights, shaped.device.state.weights)
     for bad in ({"goodness_kl_weight": -1.0}, {"negatives": "worst"},
-                {"goodness_kl_temperature": "auto"}):
+                {"goodness_kl_temperature": "auto"}, {"negative_belief": "teacher"}):
         with pytest.raises(ValueError, match="invalid distillation config"):
             distill.DistillConfig(**bad)
 
@@ -227,6 +229,7 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
         assert rec["positive_temperature"] == dcfg.positive_temperature
         assert rec["teacher_reads"] == dcfg.teacher_reads
+        assert rec["negative_belief"] == dcfg.negative_belief
         assert (rec["goodness_kl_weight"], rec["goodness_kl_temperature"], rec["negatives"],
                 rec["jitter"]) == (dcfg.goodness_kl_weight, dcfg.goodness_kl_temperature,
                                    dcfg.negatives, dcfg.jitter)

@@ -84,12 +84,14 @@ def test_distill_section_reaches_the_learner() -> None:
     assert (d.teacher_reads, d.positive_temperature, d.temperature, d.hard_weight) == (
         3, 0.5, 8.0, 0.25)
     # the demo's students match every label's goodness (κ = 0.15) and the learner's negatives
-    assert (d.goodness_kl_weight, d.negatives) == (0.15, None)
+    assert (d.goodness_kl_weight, d.negatives, d.negative_belief) == (0.15, None, None)
     assert d.goodness_kl_temperature == "fit"
     d = cli_jobs.distill_config(load_config(None, ["distill.goodness_kl_weight=0",
                                                    "distill.negatives=excess",
+                                                   "distill.negative_belief=goodness",
                                                    "distill.goodness_kl_temperature=targets"]))
-    assert (d.goodness_kl_weight, d.negatives) == (0.0, "excess")
+    assert (d.goodness_kl_weight, d.negatives, d.negative_belief) == (0.0, "excess",
+                                                                      "goodness")
     assert d.goodness_kl_temperature == "targets"
     with pytest.raises(ConfigError, match=r"distill\.teacher_reads must be an integer"):
         load_config(None, ["distill.teacher_reads=1.5"])

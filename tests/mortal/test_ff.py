@@ -154,6 +154,43 @@ def test_goodness_kl_training_uses_rows_of_one_all_label_pass_and_learns() -> No
             np.testing.assert_allclose(wa[i], wb[0], rtol=1e-5, atol=1e-6)
 
 
+def test_goodness_belief_negatives_are_drawn_from_the_all_label_scores() -> None:
+    """With ``negative_belief = "goodness"`` a step measures every label once and draws its
+    negatives from ``softmax(G / T_s)`` (``T_s`` fitted to the targets) with the key the readout
+    belief would have used: the step's negative goodness is that of those rows."""
+    spec = devices.preset("rram", W)
+    d = devices.fabricate(spec, jax.random.key(3))
+    x, y = _data(10)
+    cfg = dataclasses.replace(CFG, negative_belief="goodness")
+    state = ff.init(d, cfg, 4)
+    key = jax.random.key(11)
+    _, metrics = ff.train_step(state, x, y, key, cfg, 4)
+    k_pos, k_neg, _, k_m1, *_ = jax.random.split(key, 7)
+    q = jax.nn.one_hot(y, N_CLASSES)
+    positives = jax.random.categorical(k_pos, jnp.log(q), axis=-1)
+    m_all = devices.measure(d, ff.embed_all_classes(x, cfg), key=k_m1)
+    scores = ff.scores_from_goodness(m_all.outputs, cfg)
+    belief = ff.goodness_belief(scores, q, cfg)
+    t_s = float(ff.fit_temperature(scores, q, 1.0))
+    np.testing.assert_allclose(belief, scores / t_s, rtol=1e-6)
+    negatives = ff.sample_negatives(k_neg, positives, belief, cfg, q)
+    assert np.all(np.asarray(negatives) != np.asarray(y))
+    last = m_all.outputs[-1].reshape(N_CLASSES, 10, -1)
+    g_neg = jnp.mean(jnp.sum(jnp.square(last[negatives, jnp.arange(10)]), -1))
+    g_pos = jnp.mean(jnp.sum(jnp.square(last[y, jnp.arange(10)]), -1))
+    np.testing.assert_allclose(metrics["g_neg"], g_neg, rtol=1e-5)
+    np.testing.assert_allclose(metrics["g_pos"], g_pos, rtol=1e-5)
+    # the readout belief draws other negatives from the same key (the test can tell them apart)
+    readout = ff.sample_negatives(k_neg, positives, jnp.zeros_like(scores), cfg, q)
+    assert not np.array_equal(np.asarray(readout), np.asarray(negatives))
+    g_other = jnp.mean(jnp.sum(jnp.square(last[readout, jnp.arange(10)]), -1))
+    assert abs(float(g_other - metrics["g_neg"])) > 1e-3 * float(g_neg)
+    for bad in ({"negatives": "random"}, {"mode": "unsupervised", "image_shape": (4, 5)},
+                {"negative_belief": "teacher"}):
+        with pytest.raises(ValueError, match="negative_belief"):
+            dataclasses.replace(cfg, **bad)
+
+
 def test_goodness_scores_equal_one_pass_per_label() -> None:
     spec = devices.preset("ideal", W)
     d = devices.fabricate(spec, jax.random.key(0))
