@@ -47,7 +47,9 @@ class DistillConfig:
     instead of 2). ``goodness_kl_temperature``: ``targets`` (at T) or ``fit`` (at the temperature
     that brings each student's goodness softmax closest to the targets on each minibatch,
     ``ff.fit_temperature``: for students whose goodness scale differs from the teacher's, as
-    students of another recipe). ``negatives``: the students' negative classes, ``None`` keeps
+    students of another recipe) or ``fit_exact`` (fitted, with the pull of ``κ T² KL`` at that
+    temperature, ``T / T_s`` times the ``fit`` pull; ``ff.goodness_kl_gradients``).
+    ``negatives``: the students' negative classes, ``None`` keeps
     the learner's own (``hard``), ``excess`` draws them from where a student's belief exceeds
     the target. ``negative_belief``: what those draws read as a student's belief, ``None``
     keeps the learner's own (``readout``); ``goodness`` reads its goodness scores over every
@@ -66,7 +68,7 @@ class DistillConfig:
     positive_temperature: float = 1.0
     teacher_reads: int = 1
     goodness_kl_weight: float = 0.0
-    goodness_kl_temperature: Literal["targets", "fit"] = "targets"
+    goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
     negatives: Literal["hard", "random", "excess"] | None = None
     negative_belief: Literal["readout", "goodness"] | None = None
     jitter: int = 0
@@ -93,9 +95,10 @@ class DistillConfig:
         if not (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight)):
             raise ValueError(f"invalid distillation config: goodness_kl_weight must be a number "
                              f">= 0, got {self.goodness_kl_weight}")
-        if self.goodness_kl_temperature not in ("targets", "fit"):
+        if self.goodness_kl_temperature not in ("targets", "fit", "fit_exact"):
             raise ValueError(f"invalid distillation config: goodness_kl_temperature must be "
-                             f"'targets' or 'fit', got {self.goodness_kl_temperature!r}")
+                             f"'targets', 'fit' or 'fit_exact', got "
+                             f"{self.goodness_kl_temperature!r}")
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")

@@ -141,7 +141,8 @@ class DistillSection:
     softmax at the temperature that brings it closest to the targets on each minibatch, so the
     teacher's goodness scale is not imposed; on the demo the students' mean test error went
     from 6.50 to 6.12 % and their median agreement from 95.3 to 95.5 %, seed 1: 7.04 → 6.71 %,
-    95.7 → 96.7 %) or ``targets`` (at T, Hinton et al.'s convention).
+    95.7 → 96.7 %), ``fit_exact`` (the same fit with the exact gradient of ``κ T² KL`` at it, a
+    pull ``T / T_s`` times weaker) or ``targets`` (at T, Hinton et al.'s convention).
     ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
     ``random`` or ``excess``). ``negative_belief``: what the students' ``hard`` and ``excess``
     negatives are drawn from (``learner``: as ``[train]`` says; ``readout`` or ``goodness``, their
@@ -168,7 +169,7 @@ class DistillSection:
     source: Literal["goodness", "readout"] = "goodness"
     hard_weight: float = 0.0
     goodness_kl_weight: float = 0.15
-    goodness_kl_temperature: Literal["targets", "fit"] = "fit"
+    goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "fit"
     negatives: Literal["learner", "hard", "random", "excess"] = "learner"
     negative_belief: Literal["learner", "readout", "goodness"] = "learner"
     bias_correction: bool = False

@@ -88,7 +88,8 @@ class FFConfig:
     brings it closest to the targets on each minibatch (``fit_temperature``), with the pull of
     the ``targets`` convention (see ``goodness_kl_gradients``), so that only the shape of the
     targets is imposed, not the teacher's goodness scale: for students whose physics gives
-    goodness scores of another scale than their teacher's (another recipe).
+    goodness scores of another scale than their teacher's (another recipe); ``fit_exact`` the same
+    softmax with the exact gradient of ``κ T² KL`` at ``T_s`` (a pull ``T / T_s`` times weaker).
     """
 
     n_classes: int = 10
@@ -117,7 +118,7 @@ class FFConfig:
     positive_power: float = 1.0
     label_placement: Literal["overwrite", "prepend"] = "overwrite"
     goodness_kl_weight: float = 0.0
-    goodness_kl_temperature: Literal["targets", "fit"] = "targets"
+    goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
 
     def __post_init__(self) -> None:
         checks = [
@@ -149,8 +150,8 @@ class FFConfig:
              "positive_power must be a positive number"),
             (self.goodness_kl_weight >= 0 and math.isfinite(self.goodness_kl_weight),
              "goodness_kl_weight must be a number >= 0"),
-            (self.goodness_kl_temperature in ("targets", "fit"),
-             "goodness_kl_temperature must be 'targets' or 'fit'"),
+            (self.goodness_kl_temperature in ("targets", "fit", "fit_exact"),
+             "goodness_kl_temperature must be 'targets', 'fit' or 'fit_exact'"),
             (self.negative_belief in ("readout", "goodness"),
              "negative_belief must be 'readout' or 'goodness'"),
             (self.negative_belief == "readout" or (self.mode == "supervised"
@@ -457,11 +458,18 @@ def goodness_kl_gradients(m_all: devices.Measurement, targets: Array, cfg: FFCon
     (``fit_temperature``) and the error is ``κ T (softmax(G / T_s)_c − q_c)``: the gradient of
     ``κ T T_s KL(q ‖ softmax(G / T_s))``, whose pull has the size of the targets' convention
     whatever the student's scale (with ``T_s`` in place of ``T`` a student whose scores are
-    still flat gets a large ``T_s`` and a pull that swamps its FF passes)."""
+    still flat gets a large ``T_s`` and a pull that swamps its FF passes).
+
+    ``fit_exact``: the same softmax at ``T_s`` with the error ``κ (T² / T_s) (softmax(G / T_s)_c
+    − q_c)``, the gradient of ``κ T² KL(q ‖ softmax(G / T_s))`` itself. As ``T_s`` minimises that
+    KL, this is also the gradient of ``κ T² min_{T_s} KL`` (the envelope theorem, up to the fit's
+    grid): the pull is ``T / T_s`` times the ``fit`` pull, weaker the sharper the student."""
     t = cfg.readout_temperature
     scores = scores_from_goodness(m_all.outputs, cfg)
-    t_soft = fit_temperature(scores, targets, t) if cfg.goodness_kl_temperature == "fit" else t
-    err = cfg.goodness_kl_weight * t * (jax.nn.softmax(scores / t_soft, axis=-1) - targets)
+    fitted = cfg.goodness_kl_temperature in ("fit", "fit_exact")
+    t_soft = fit_temperature(scores, targets, t) if fitted else t
+    pull = t * t / t_soft if cfg.goodness_kl_temperature == "fit_exact" else t
+    err = cfg.goodness_kl_weight * pull * (jax.nn.softmax(scores / t_soft, axis=-1) - targets)
     err_rows = err.T.reshape(-1, 1)  # class-major, like the rows of m_all
     b = err.shape[0]  # a mean over the B examples (each has C passes)
     return tuple(devices.matmul(v.T, err_rows * y, matmul_dtype) / b

@@ -259,10 +259,11 @@ def main() -> None:
                         help="students also descend KAPPA T^2 KL(teacher || softmax(goodness/T)) "
                         "over every label (DistillConfig.goodness_kl_weight; C passes per "
                         "example instead of 2)")
-    parser.add_argument("--goodness-kl-temperature", choices=["targets", "fit"],
+    parser.add_argument("--goodness-kl-temperature", choices=["targets", "fit", "fit_exact"],
                         default="targets", help="the goodness term's temperature: the targets' "
-                        "T, or fitted to each student's scores on every minibatch "
-                        "(DistillConfig.goodness_kl_temperature)")
+                        "T, or fitted to each student's scores on every minibatch (fit: with "
+                        "the pull at T; fit_exact: the gradient of KAPPA T^2 KL at the fitted "
+                        "temperature; DistillConfig.goodness_kl_temperature)")
     parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
                         default=None, help="the students' negative classes (default: the "
                         "learner's, hard; DistillConfig.negatives)")

@@ -534,7 +534,11 @@ def test_fit_temperature_recovers_the_scale_of_the_scores() -> None:
     fitted = ff.goodness_kl_gradients(m, q, cfg)
     at_t_s = ff.goodness_kl_gradients(m, q, dataclasses.replace(
         cfg, readout_temperature=t_s, goodness_kl_temperature="targets"))
-    for a, b in zip(fitted, at_t_s, strict=True):
+    exact = ff.goodness_kl_gradients(m, q, dataclasses.replace(
+        cfg, goodness_kl_temperature="fit_exact"))
+    for a, b, e in zip(fitted, at_t_s, exact, strict=True):
         np.testing.assert_allclose(a, b * (4.0 / t_s), rtol=1e-5, atol=1e-8)
+        # the exact gradient of κ T² KL at T_s: the term at T_s rescaled by (T / T_s)²
+        np.testing.assert_allclose(e, b * (4.0 / t_s) ** 2, rtol=1e-5, atol=1e-8)
     with pytest.raises(ValueError, match="goodness_kl_temperature"):
         ff.FFConfig(goodness_kl_temperature="auto")  # type: ignore[arg-type]
