@@ -12,8 +12,9 @@ the factor 2 of ``∂G/∂y``); for any other increasing curve it needs no deriv
 
 Targets are distributions over classes (hard labels are one-hot): the positive pass writes a class
 drawn from the target into the label lines; the negative pass a class drawn from the device's own
-belief (neutral-label pass + softmax readout) with the positive class excluded (``hard``), or
-uniformly among the other classes (``random``). With one-hot targets and hard negatives this is
+belief (neutral-label pass + softmax readout, or with ``negative_belief = "goodness"`` its
+goodness over every label) with the positive class excluded (``hard``), or uniformly among the
+other classes (``random``). With one-hot targets and hard negatives this is
 Hinton's supervised FF; with a teacher's probabilities it is distillation.
 """
 
