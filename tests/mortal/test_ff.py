@@ -180,7 +180,8 @@ def test_goodness_belief_negatives_are_drawn_from_the_all_label_scores() -> None
     g_pos = jnp.mean(jnp.sum(jnp.square(last[y, jnp.arange(10)]), -1))
     np.testing.assert_allclose(metrics["g_neg"], g_neg, rtol=1e-5)
     np.testing.assert_allclose(metrics["g_pos"], g_pos, rtol=1e-5)
-    # the readout belief draws other negatives from the same key (the test can tell them apart)
+    # another belief (here uniform) draws other negatives from the same key, with another
+    # negative goodness: the assertions above can tell the beliefs apart
     readout = ff.sample_negatives(k_neg, positives, jnp.zeros_like(scores), cfg, q)
     assert not np.array_equal(np.asarray(readout), np.asarray(negatives))
     g_other = jnp.mean(jnp.sum(jnp.square(last[readout, jnp.arange(10)]), -1))
