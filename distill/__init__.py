@@ -5,7 +5,8 @@ same Forward-Forward rule as training, to reproduce their teachers' soft probabi
 
 Targets: ``teacher_logits``, ``ensemble_probabilities`` (measure only), ``soft_target_loss``.
 Transfer sets: ``random_fraction``, ``without_classes``, ``noise_inputs``, ``hybrid_inputs``;
-views shared by teacher and students on every step: ``shifted_views`` (``DistillConfig.jitter``).
+views shared by teacher and students on every step: ``shifted_views`` (``DistillConfig.jitter``),
+``mixed_views`` (``DistillConfig.mixup``).
 Topologies: ``DistillConfig``, ``student_config``, ``distill_epoch`` (one or an ensemble of
 teachers → many students, one compiled program), ``chain`` (generations), ``mutual_epoch``
 (mutual distillation / codistillation on labelled shards), ``copy_weights`` (the immortal
@@ -27,7 +28,7 @@ from ._topology import (
     student_config,
 )
 from ._transfer import hybrid_inputs, noise_inputs, random_fraction, without_classes
-from ._views import shifted_views
+from ._views import mixed_views, shifted_views
 
 __all__ = [
     "DistillConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "fit_class_bias",
     "hybrid_inputs",
     "lineage_record",
+    "mixed_views",
     "mutual_epoch",
     "noise_inputs",
     "others_mean",

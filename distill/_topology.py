@@ -16,7 +16,7 @@ import devices
 from mortal import ff
 
 from ._targets import Source, ensemble_probabilities
-from ._views import shifted_views
+from ._views import mixed_views, shifted_views
 
 Array = jax.Array
 
@@ -60,6 +60,13 @@ class DistillConfig:
     s pixels in each direction (``shifted_views``), and the teachers are measured on that same
     view (Beyer et al. 2022's consistent function matching); ``image_shape`` ``(H, W)`` of the
     transfer images is then needed. 0 (the default) uses the images as they are.
+
+    ``mixup`` α: every minibatch image is blended with another image of the same minibatch,
+    ``λ x_i + (1 − λ) x_j`` with ``λ ~ Beta(α, α)`` drawn per image and step (``mixed_views``),
+    and the teachers are measured on that blend: the students learn the teacher's answers
+    between the transfer images, not only at them (Beyer et al.'s function matching). A blend
+    has no true label, so transfer labels (``hard_weight``) cannot be used with it. 0 (the
+    default): no blending. With both, images are shifted first, then blended.
     """
 
     temperature: float = 20.0
@@ -73,6 +80,7 @@ class DistillConfig:
     negative_belief: Literal["readout", "goodness"] | None = None
     jitter: int = 0
     image_shape: tuple[int, int] | None = None
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image_shape is not None:  # hashable (a static argument), whatever came in
@@ -114,6 +122,12 @@ class DistillConfig:
             raise ValueError(f"invalid distillation config: jitter {self.jitter} needs the "
                              f"transfer images' image_shape (H, W), each larger than twice the "
                              f"jitter, got {self.image_shape!r}")
+        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
+            raise ValueError(f"invalid distillation config: mixup must be a number >= 0 (the "
+                             f"Beta(α, α) of the blends; 0: no blending), got {self.mixup}")
+        if self.mixup > 0 and self.hard_weight > 0:
+            raise ValueError("invalid distillation config: mixup blends have no true label, so "
+                             "hard_weight must be 0 with mixup > 0")
 
 
 def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
@@ -147,6 +161,9 @@ def _distill_epoch(students: ff.FFState, teachers: ff.FFState, x: Array, labels:
             # runs without views keep their order and teacher-read keys
             k_view = jax.random.fold_in(jax.random.fold_in(key, 0x5EE), step)
             xb = shifted_views(k_view, xb, dcfg.image_shape, dcfg.jitter)
+        if dcfg.mixup > 0:  # likewise a stream of its own
+            k_mix = jax.random.fold_in(jax.random.fold_in(key, 0x313), step)
+            xb = mixed_views(k_mix, xb, dcfg.mixup)
         q = ensemble_probabilities(teachers, xb, cfg, temperature=dcfg.temperature,
                                    source=dcfg.source, key=jax.random.fold_in(k_teacher, step),
                                    bench=teacher_bench, reads=dcfg.teacher_reads)
@@ -204,7 +221,7 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
             "hard_weight": dcfg.hard_weight, "goodness_kl_weight": dcfg.goodness_kl_weight,
             "goodness_kl_temperature": dcfg.goodness_kl_temperature,
             "negatives": dcfg.negatives, "negative_belief": dcfg.negative_belief,
-            "jitter": dcfg.jitter, "fab_seed": fab_seed,
+            "jitter": dcfg.jitter, "mixup": dcfg.mixup, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}
 
 

@@ -5,7 +5,9 @@ teacher's function on augmented views that teacher and student see identically (
 rather than on a fixed set of images: each view is a new input on which the teacher's answer is
 measured, so a small transfer set yields more of the teacher's function. Here a view is the
 image shifted by a whole number of pixels; the teacher is measured on the same shifted batch the
-students learn from (no stale labels of the unshifted image).
+students learn from (no stale labels of the unshifted image). A mixed view (mixup, Zhang et
+al. 2018, which Beyer et al. use for function matching) blends two images of the minibatch: an
+input between two digits, where a teacher's soft answer says most about its function.
 """
 
 from __future__ import annotations
@@ -38,3 +40,19 @@ def shifted_views(key: Array, x: Array, image_shape: tuple[int, int], max_shift:
         return jax.lax.dynamic_slice(img, (s - shift[0], s - shift[1]), (h, w))
 
     return jax.vmap(one)(padded, shifts).reshape(b, d)
+
+
+def mixed_views(key: Array, x: Array, alpha: float) -> Array:
+    """Every image of ``x`` ``(B, D)`` blended with another image of the same minibatch:
+    ``view_i = λ_i x_i + (1 − λ_i) x_π(i)``, π a random permutation, ``λ_i ~ Beta(α, α)`` drawn
+    per image (α = 1: uniform; small α: most views near one of their two images).
+
+    ``(B, D)``, the dtype of ``x``; pixel values stay within the range of the inputs. ``alpha``
+    must be > 0.
+    """
+    if not alpha > 0:
+        raise ValueError(f"mixed views: alpha must be > 0, got {alpha}")
+    k_lam, k_perm = jax.random.split(key)
+    lam = jax.random.beta(k_lam, alpha, alpha, (x.shape[0], 1), dtype=x.dtype)
+    partner = x[jax.random.permutation(k_perm, x.shape[0])]
+    return lam * x + (1 - lam) * partner

@@ -276,6 +276,10 @@ def main() -> None:
                         help="show every minibatch to teacher and students as one fresh view, "
                         "each image shifted by up to PIXELS in each direction "
                         "(DistillConfig.jitter; default 0: the images as they are)")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="show every minibatch to teacher and students blended: each image "
+                        "mixed with another of the minibatch at a weight drawn from "
+                        "Beta(ALPHA, ALPHA) (DistillConfig.mixup; default 0: no blending)")
     parser.add_argument("--watch", type=int, default=1000, metavar="N",
                         help="after every distillation epoch, read each student on the first N "
                         "validation images (at most 30 evenly spaced epochs, and the last): "
@@ -325,7 +329,7 @@ def main() -> None:
                                      goodness_kl_temperature=args.goodness_kl_temperature,
                                      negatives=args.student_negatives,
                                      negative_belief=args.student_negative_belief,
-                                     jitter=args.jitter,
+                                     jitter=args.jitter, mixup=args.mixup,
                                      image_shape=ds.image_shape if args.jitter else None)
     except ValueError as exc:
         parser.error(str(exc))
@@ -358,7 +362,8 @@ def main() -> None:
                    goodness_kl_temperature=args.goodness_kl_temperature,
                    student_negatives=args.student_negatives,
                    student_negative_belief=args.student_negative_belief, jitter=args.jitter,
-                   seed=s, git_revision=rev, xla_flags=xla_flags(), widths=list(widths),
+                   mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
+                   widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
         results[name] = row

@@ -229,7 +229,7 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["transfer_set"] == "toy" and rec["temperature"] == dcfg.temperature
         assert rec["positive_temperature"] == dcfg.positive_temperature
         assert rec["teacher_reads"] == dcfg.teacher_reads
-        assert rec["negative_belief"] == dcfg.negative_belief
+        assert rec["negative_belief"] == dcfg.negative_belief and rec["mixup"] == dcfg.mixup
         assert (rec["goodness_kl_weight"], rec["goodness_kl_temperature"], rec["negatives"],
                 rec["jitter"]) == (dcfg.goodness_kl_weight, dcfg.goodness_kl_temperature,
                                    dcfg.negatives, dcfg.jitter)
@@ -306,6 +306,68 @@ def test_shifted_views_move_each_image_by_its_own_whole_pixel_shift() -> None:
     assert len(seen) > 12  # of the 25 shifts, drawn per image
     with pytest.raises(ValueError, match="has 20 pixels"):
         distill.shifted_views(jax.random.key(4), x, (4, 5), 1)
+
+
+def test_mixed_views_blend_each_image_with_another_of_its_minibatch() -> None:
+    """Image i of the minibatch is the unit vector e_i, so view i shows its own weight λ_i at i
+    and 1 − λ_i at its partner π(i): the partners form a permutation, the weights sum to 1 and
+    follow Beta(α, α) (α = 1: uniform; α = 0.1: mostly near 0 or 1)."""
+    b = 512
+    x = jnp.eye(b, dtype=jnp.float32)
+    between = {}
+    for alpha in (1.0, 0.1):
+        views = np.asarray(distill.mixed_views(jax.random.key(5), x, alpha))
+        assert views.shape == (b, b) and views.dtype == np.float32
+        np.testing.assert_allclose(views.sum(axis=1), 1.0, rtol=1e-6)
+        assert ((views > 0).sum(axis=1) <= 2).all()
+        others = views.copy()
+        others[np.arange(b), np.arange(b)] = 0
+        mixed = others.max(axis=1) > 0  # not a fixed point of π, nor a λ that rounds to 1
+        partner = others.argmax(axis=1)[mixed]
+        assert len(set(partner.tolist())) == mixed.sum() > b / 2  # a permutation's values
+        lam = views[np.arange(b), np.arange(b)][mixed]
+        between[alpha] = np.mean((lam > 0.1) & (lam < 0.9))
+        if alpha == 1.0:
+            assert abs(lam.mean() - 0.5) < 0.05 and abs(lam.var() - 1 / 12) < 0.02
+    assert between[1.0] > 0.7 and between[0.1] < 0.3
+    again = distill.mixed_views(jax.random.key(5), x, 0.1)
+    np.testing.assert_array_equal(np.asarray(again), views)  # the key decides everything
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        distill.mixed_views(jax.random.key(5), x, 0.0)
+    with pytest.raises(ValueError, match="mixup must be a number >= 0"):
+        distill.DistillConfig(mixup=-1.0)
+    with pytest.raises(ValueError, match="hard_weight must be 0 with mixup"):
+        distill.DistillConfig(mixup=1.0, hard_weight=0.5)
+
+
+def test_teacher_is_measured_on_the_same_blend_the_students_learn_from() -> None:
+    """With ``mixup`` the teacher's reads and the students' neutral pass show the same pixels on
+    every step, and those pixels are blends, not transfer images."""
+    teacher = _teacher(1)
+    seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
+
+    def recording(who: str) -> ff.Bench:
+        def measure(d: devices.Device, x: jax.Array, *, key: jax.Array | None = None
+                    ) -> devices.Measurement:
+            jax.debug.callback(lambda a: seen[who].append(np.asarray(a)), x, ordered=True)
+            return devices.measure(d, x, key=key)
+        return ff.Bench(measure=measure)
+
+    dcfg = distill.DistillConfig(mixup=1.0)
+    x, _ = _data()
+    distill.distill_epoch(_students(1, dcfg), teacher, x, None, jax.random.key(30),
+                          jax.random.split(jax.random.key(31), 1), cfg=CFG, dcfg=dcfg,
+                          student_bench=recording("student"), teacher_bench=recording("teacher"))
+    steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
+    assert len(seen["teacher"]) == steps and len(seen["student"]) == 2 * steps
+    pixels = np.asarray(x)[:, N_CLASSES:]
+    blends = 0
+    for step in range(steps):
+        t_pix = seen["teacher"][step][:b, N_CLASSES:]
+        np.testing.assert_array_equal(t_pix, seen["student"][2 * step][:, N_CLASSES:])
+        nearest = np.abs(t_pix[:, None, :] - pixels[None]).max(axis=2).min(axis=1)
+        blends += (nearest > 1e-3).sum()
+    assert blends > 0.7 * steps * b  # a view equals its image where π(i) = i (1 in b expected)
 
 
 def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() -> None:
