@@ -66,7 +66,8 @@ class DistillConfig:
     and the teachers are measured on that blend: the students learn the teacher's answers
     between the transfer images, not only at them (Beyer et al.'s function matching). A blend
     has no true label, so transfer labels (``hard_weight``) cannot be used with it. 0 (the
-    default): no blending. With both, images are shifted first, then blended.
+    default): no blending. With both, images are shifted first, then blended. Views act in
+    ``distill_epoch`` and ``chain``; ``mutual_epoch`` shows the images as they are.
     """
 
     temperature: float = 20.0
