@@ -340,10 +340,9 @@ def test_mixed_views_blend_each_image_with_another_of_its_minibatch() -> None:
         distill.DistillConfig(mixup=1.0, hard_weight=0.5)
 
 
-def test_teacher_is_measured_on_the_same_blend_the_students_learn_from() -> None:
-    """With ``mixup`` the teacher's reads and the students' neutral pass show the same pixels on
-    every step, and those pixels are blends, not transfer images."""
-    teacher = _teacher(1)
+def _inputs_seen(dcfg: distill.DistillConfig) -> tuple[jax.Array, dict[str, list[np.ndarray]]]:
+    """One distillation epoch of one student; the inputs the teacher's and the student's
+    ``measure`` were given, in call order (one teacher call, two student calls per step)."""
     seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
 
     def recording(who: str) -> ff.Bench:
@@ -353,13 +352,20 @@ def test_teacher_is_measured_on_the_same_blend_the_students_learn_from() -> None
             return devices.measure(d, x, key=key)
         return ff.Bench(measure=measure)
 
-    dcfg = distill.DistillConfig(mixup=1.0)
     x, _ = _data()
-    distill.distill_epoch(_students(1, dcfg), teacher, x, None, jax.random.key(30),
+    distill.distill_epoch(_students(1, dcfg), _teacher(1), x, None, jax.random.key(30),
                           jax.random.split(jax.random.key(31), 1), cfg=CFG, dcfg=dcfg,
                           student_bench=recording("student"), teacher_bench=recording("teacher"))
-    steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
+    steps = ff.steps_per_epoch(x.shape[0], CFG)
     assert len(seen["teacher"]) == steps and len(seen["student"]) == 2 * steps
+    return x, seen
+
+
+def test_teacher_is_measured_on_the_same_blend_the_students_learn_from() -> None:
+    """With ``mixup`` the teacher's reads and the students' neutral pass show the same pixels on
+    every step, and those pixels are blends, not transfer images."""
+    x, seen = _inputs_seen(distill.DistillConfig(mixup=1.0))
+    steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
     pixels = np.asarray(x)[:, N_CLASSES:]
     blends = 0
     for step in range(steps):
@@ -374,29 +380,13 @@ def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() ->
     """With ``jitter`` every step shows teacher and students one shifted view of the minibatch:
     the pixels (all but the label lines) of the teacher's reads equal the students' neutral
     pass, and differ from the unshifted images."""
-    teacher = _teacher(1)
-    seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
-
-    def recording(who: str) -> ff.Bench:
-        def measure(d: devices.Device, x: jax.Array, *, key: jax.Array | None = None
-                    ) -> devices.Measurement:
-            jax.debug.callback(lambda a: seen[who].append(np.asarray(a)), x, ordered=True)
-            return devices.measure(d, x, key=key)
-        return ff.Bench(measure=measure)
-
     with pytest.raises(ValueError, match="needs the transfer images' image_shape"):
         distill.DistillConfig(jitter=1)
     with pytest.raises(ValueError, match="jitter must be an integer"):
         distill.DistillConfig(jitter=-1, image_shape=(4, 5))
     dcfg = distill.DistillConfig(jitter=1, image_shape=[4, 5])  # a list is made a tuple
-    x, _ = _data()
-    students = _students(1, dcfg)
-    distill.distill_epoch(students, teacher, x, None, jax.random.key(30),
-                          jax.random.split(jax.random.key(31), 1), cfg=CFG, dcfg=dcfg,
-                          student_bench=recording("student"), teacher_bench=recording("teacher"))
-    steps = ff.steps_per_epoch(x.shape[0], CFG)
-    b = CFG.batch_size
-    assert len(seen["teacher"]) == steps and len(seen["student"]) == 2 * steps
+    x, seen = _inputs_seen(dcfg)
+    steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
     unshifted = {row.tobytes() for row in np.asarray(x)[:, N_CLASSES:]}
     as_is = 0
     for step in range(steps):
@@ -406,6 +396,7 @@ def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() ->
         as_is += sum(row.tobytes() in unshifted for row in s_pix)
     assert as_is < steps * b / 3  # a view is its image only when drawn unshifted (1 in 9)
     keys = jax.random.split(jax.random.key(31), 1)
+    students, teacher = _students(1, dcfg), _teacher(1)
     plain = _distill(students, teacher, distill.DistillConfig(), keys)
     viewed = _distill(students, teacher, dcfg, keys)
     assert not _tree_equal(plain.device.state.weights, viewed.device.state.weights)
