@@ -340,7 +340,8 @@ def test_mixed_views_blend_each_image_with_another_of_its_minibatch() -> None:
         distill.DistillConfig(mixup=1.0, hard_weight=0.5)
 
 
-def _inputs_seen(dcfg: distill.DistillConfig) -> tuple[jax.Array, dict[str, list[np.ndarray]]]:
+def _inputs_seen(dcfg: distill.DistillConfig, teacher: ff.FFState
+                 ) -> tuple[jax.Array, dict[str, list[np.ndarray]]]:
     """One distillation epoch of one student; the inputs the teacher's and the student's
     ``measure`` were given, in call order (one teacher call, two student calls per step)."""
     seen: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
@@ -353,7 +354,7 @@ def _inputs_seen(dcfg: distill.DistillConfig) -> tuple[jax.Array, dict[str, list
         return ff.Bench(measure=measure)
 
     x, _ = _data()
-    distill.distill_epoch(_students(1, dcfg), _teacher(1), x, None, jax.random.key(30),
+    distill.distill_epoch(_students(1, dcfg), teacher, x, None, jax.random.key(30),
                           jax.random.split(jax.random.key(31), 1), cfg=CFG, dcfg=dcfg,
                           student_bench=recording("student"), teacher_bench=recording("teacher"))
     steps = ff.steps_per_epoch(x.shape[0], CFG)
@@ -364,7 +365,7 @@ def _inputs_seen(dcfg: distill.DistillConfig) -> tuple[jax.Array, dict[str, list
 def test_teacher_is_measured_on_the_same_blend_the_students_learn_from() -> None:
     """With ``mixup`` the teacher's reads and the students' neutral pass show the same pixels on
     every step, and those pixels are blends, not transfer images."""
-    x, seen = _inputs_seen(distill.DistillConfig(mixup=1.0))
+    x, seen = _inputs_seen(distill.DistillConfig(mixup=1.0), _teacher(1))
     steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
     pixels = np.asarray(x)[:, N_CLASSES:]
     blends = 0
@@ -385,7 +386,8 @@ def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() ->
     with pytest.raises(ValueError, match="jitter must be an integer"):
         distill.DistillConfig(jitter=-1, image_shape=(4, 5))
     dcfg = distill.DistillConfig(jitter=1, image_shape=[4, 5])  # a list is made a tuple
-    x, seen = _inputs_seen(dcfg)
+    teacher = _teacher(1)
+    x, seen = _inputs_seen(dcfg, teacher)
     steps, b = ff.steps_per_epoch(x.shape[0], CFG), CFG.batch_size
     unshifted = {row.tobytes() for row in np.asarray(x)[:, N_CLASSES:]}
     as_is = 0
@@ -396,7 +398,7 @@ def test_teacher_is_measured_on_the_same_fresh_view_the_students_learn_from() ->
         as_is += sum(row.tobytes() in unshifted for row in s_pix)
     assert as_is < steps * b / 3  # a view is its image only when drawn unshifted (1 in 9)
     keys = jax.random.split(jax.random.key(31), 1)
-    students, teacher = _students(1, dcfg), _teacher(1)
+    students = _students(1, dcfg)
     plain = _distill(students, teacher, distill.DistillConfig(), keys)
     viewed = _distill(students, teacher, dcfg, keys)
     assert not _tree_equal(plain.device.state.weights, viewed.device.state.weights)
