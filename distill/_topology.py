@@ -49,6 +49,9 @@ class DistillConfig:
     ``ff.fit_temperature``: for students whose goodness scale differs from the teacher's, as
     students of another recipe) or ``fit_exact`` (fitted, with the pull of ``κ T² KL`` at that
     temperature, ``T / T_s`` times the ``fit`` pull; ``ff.goodness_kl_gradients``).
+    ``goodness_kl_start``: the fraction of the students' schedule before which the term is off
+    (``ff.FFConfig.goodness_kl_start``; 0.5 with Hinton's schedule: only while the learning rate
+    decays).
     ``negatives``: the students' negative classes, ``None`` keeps
     the learner's own (``hard``), ``excess`` draws them from where a student's belief exceeds
     the target. ``negative_belief``: what those draws read as a student's belief, ``None``
@@ -77,6 +80,7 @@ class DistillConfig:
     teacher_reads: int = 1
     goodness_kl_weight: float = 0.0
     goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
+    goodness_kl_start: float = 0.0
     negatives: Literal["hard", "random", "excess"] | None = None
     negative_belief: Literal["readout", "goodness"] | None = None
     jitter: int = 0
@@ -108,6 +112,9 @@ class DistillConfig:
             raise ValueError(f"invalid distillation config: goodness_kl_temperature must be "
                              f"'targets', 'fit' or 'fit_exact', got "
                              f"{self.goodness_kl_temperature!r}")
+        if not 0 <= self.goodness_kl_start < 1:
+            raise ValueError(f"invalid distillation config: goodness_kl_start must lie in "
+                             f"[0, 1) (a fraction of the schedule), got {self.goodness_kl_start}")
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")
@@ -140,6 +147,7 @@ def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
                                positive_power=dcfg.temperature / dcfg.positive_temperature,
                                goodness_kl_weight=dcfg.goodness_kl_weight,
                                goodness_kl_temperature=dcfg.goodness_kl_temperature,
+                               goodness_kl_start=dcfg.goodness_kl_start,
                                negatives=dcfg.negatives or cfg.negatives,
                                negative_belief=dcfg.negative_belief or cfg.negative_belief)
 
@@ -221,6 +229,7 @@ def lineage_record(generation: int, teacher: str, student: str, transfer_set: st
             "teacher_reads": dcfg.teacher_reads, "source": dcfg.source,
             "hard_weight": dcfg.hard_weight, "goodness_kl_weight": dcfg.goodness_kl_weight,
             "goodness_kl_temperature": dcfg.goodness_kl_temperature,
+            "goodness_kl_start": dcfg.goodness_kl_start,
             "negatives": dcfg.negatives, "negative_belief": dcfg.negative_belief,
             "jitter": dcfg.jitter, "mixup": dcfg.mixup, "fab_seed": fab_seed,
             "recipe": recipe, "epochs": epochs}

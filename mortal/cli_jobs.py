@@ -184,6 +184,7 @@ def distill_config(cfg: RunConfig) -> distill.DistillConfig:
                                  teacher_reads=d.teacher_reads,
                                  goodness_kl_weight=d.goodness_kl_weight,
                                  goodness_kl_temperature=d.goodness_kl_temperature,
+                                 goodness_kl_start=d.goodness_kl_start,
                                  negatives=None if d.negatives == "learner" else d.negatives,
                                  negative_belief=None if d.negative_belief == "learner"
                                  else d.negative_belief)

@@ -143,6 +143,8 @@ class DistillSection:
     from 6.50 to 6.12 % and their median agreement from 95.3 to 95.5 %, seed 1: 7.04 → 6.71 %,
     95.7 → 96.7 %), ``fit_exact`` (the same fit with the exact gradient of ``κ T² KL`` at it, a
     pull ``T / T_s`` times weaker) or ``targets`` (at T, Hinton et al.'s convention).
+    ``goodness_kl_start``: the fraction of the students' schedule before which the term is off
+    (0: from the start; 0.5: only while the learning rate decays).
     ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
     ``random`` or ``excess``). ``negative_belief``: what the students' ``hard`` and ``excess``
     negatives are drawn from (``learner``: as ``[train]`` says; ``readout`` or ``goodness``, their
@@ -170,6 +172,7 @@ class DistillSection:
     hard_weight: float = 0.0
     goodness_kl_weight: float = 0.15
     goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "fit"
+    goodness_kl_start: float = 0.0
     negatives: Literal["learner", "hard", "random", "excess"] = "learner"
     negative_belief: Literal["learner", "readout", "goodness"] = "learner"
     bias_correction: bool = False
@@ -200,6 +203,9 @@ class DistillSection:
             raise ConfigError("distill.hard_weight must lie in [0, 1]")
         if not self.goodness_kl_weight >= 0 or not math.isfinite(self.goodness_kl_weight):
             raise ConfigError("distill.goodness_kl_weight must be a number >= 0")
+        if not 0 <= self.goodness_kl_start < 1:
+            raise ConfigError("distill.goodness_kl_start must lie in [0, 1) (a fraction of the "
+                              "students' schedule)")
         if not isinstance(self.bias_images, int) or self.bias_images < 1:
             raise ConfigError("distill.bias_images must be an integer >= 1")
         if self.negatives not in ("learner", "hard", "random", "excess"):

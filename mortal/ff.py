@@ -91,6 +91,10 @@ class FFConfig:
     targets is imposed, not the teacher's goodness scale: for students whose physics gives
     goodness scores of another scale than their teacher's (another recipe); ``fit_exact`` the same
     softmax with the exact gradient of ``κ T² KL`` at ``T_s`` (a pull ``T / T_s`` times weaker).
+    ``goodness_kl_start``: the fraction of the schedule's steps (``epochs`` × steps per epoch)
+    before which the term is off (κ = 0; the all-label measurement is still made). 0 (the
+    default): from the first step; 0.5 with Hinton's schedule: only while the learning rate
+    decays.
     """
 
     n_classes: int = 10
@@ -120,6 +124,7 @@ class FFConfig:
     label_placement: Literal["overwrite", "prepend"] = "overwrite"
     goodness_kl_weight: float = 0.0
     goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
+    goodness_kl_start: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -153,6 +158,8 @@ class FFConfig:
              "goodness_kl_weight must be a number >= 0"),
             (self.goodness_kl_temperature in ("targets", "fit", "fit_exact"),
              "goodness_kl_temperature must be 'targets', 'fit' or 'fit_exact'"),
+            (0 <= self.goodness_kl_start < 1,
+             "goodness_kl_start must lie in [0, 1) (a fraction of the schedule's steps)"),
             (self.negative_belief in ("readout", "goodness"),
              "negative_belief must be 'readout' or 'goodness'"),
             (self.negative_belief == "readout" or (self.mode == "supervised"
@@ -626,8 +633,11 @@ def train_step(state: FFState, x: Array, targets: Array, key: Array, cfg: FFConf
         m_neg = bench.measure(state.device, hybrid_images(k_hyb, x, cfg), key=k_m2)
     grads, losses = ff_gradients(m_pos, m_neg, spec, cfg)
     if cfg.mode == "supervised" and cfg.goodness_kl_weight > 0:
-        grads = jax.tree.map(jnp.add, grads, goodness_kl_gradients(m_all, targets, cfg,
-                                                                spec.matmul_dtype))
+        kl_grads = goodness_kl_gradients(m_all, targets, cfg, spec.matmul_dtype)
+        if cfg.goodness_kl_start > 0:  # off for the first part of the schedule
+            on = state.step >= round(cfg.goodness_kl_start * cfg.epochs * steps_per_epoch)
+            kl_grads = tuple(jnp.where(on, g, jnp.zeros_like(g)) for g in kl_grads)
+        grads = jax.tree.map(jnp.add, grads, kl_grads)
     requests, opt_state, sent, pending = _requests(state, grads, cfg, steps_per_epoch)
     device = bench.program(state.device, requests, key=k_prog)
     record = jax.tree.map(jnp.add, state.record, sent)

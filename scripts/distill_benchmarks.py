@@ -264,6 +264,10 @@ def main() -> None:
                         "T, or fitted to each student's scores on every minibatch (fit: with "
                         "the pull at T; fit_exact: the gradient of KAPPA T^2 KL at the fitted "
                         "temperature; DistillConfig.goodness_kl_temperature)")
+    parser.add_argument("--goodness-kl-start", type=float, default=0.0, metavar="FRACTION",
+                        help="the goodness term is off for the first FRACTION of the students' "
+                        "schedule (DistillConfig.goodness_kl_start; 0.5: only while the "
+                        "learning rate decays; default 0: from the start)")
     parser.add_argument("--student-negatives", choices=["hard", "random", "excess"],
                         default=None, help="the students' negative classes (default: the "
                         "learner's, hard; DistillConfig.negatives)")
@@ -327,6 +331,7 @@ def main() -> None:
                                      teacher_reads=args.teacher_reads,
                                      goodness_kl_weight=args.goodness_kl,
                                      goodness_kl_temperature=args.goodness_kl_temperature,
+                                     goodness_kl_start=args.goodness_kl_start,
                                      negatives=args.student_negatives,
                                      negative_belief=args.student_negative_belief,
                                      jitter=args.jitter, mixup=args.mixup,
@@ -360,6 +365,7 @@ def main() -> None:
                    teacher_reads=args.teacher_reads, source=args.source,
                    goodness_kl_weight=args.goodness_kl,
                    goodness_kl_temperature=args.goodness_kl_temperature,
+                   goodness_kl_start=args.goodness_kl_start,
                    student_negatives=args.student_negatives,
                    student_negative_belief=args.student_negative_belief, jitter=args.jitter,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),

@@ -130,9 +130,11 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     assert distill.student_config(CFG, base).negatives == CFG.negatives
     assert distill.student_config(CFG, base).negative_belief == CFG.negative_belief
     dcfg = distill.DistillConfig(goodness_kl_weight=0.1, negatives="excess",
-                                 goodness_kl_temperature="fit", negative_belief="goodness")
+                                 goodness_kl_temperature="fit", negative_belief="goodness",
+                                 goodness_kl_start=0.25)
     scfg = distill.student_config(CFG, dcfg)
     assert scfg.goodness_kl_weight == 0.1 and scfg.negatives == "excess"
+    assert scfg.goodness_kl_start == 0.25
     assert scfg.negative_belief == "goodness"
     assert scfg.goodness_kl_temperature == "fit"
     teacher = _teacher(1)
@@ -141,7 +143,8 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     shaped = _distill(_students(2, dcfg), teacher, dcfg, keys)
     assert not _tree_equal(plain.device.state.weights, shaped.device.state.weights)
     for bad in ({"goodness_kl_weight": -1.0}, {"negatives": "worst"},
-                {"goodness_kl_temperature": "auto"}, {"negative_belief": "teacher"}):
+                {"goodness_kl_temperature": "auto"}, {"negative_belief": "teacher"},
+                {"goodness_kl_start": 1.0}, {"goodness_kl_start": -0.5}):
         with pytest.raises(ValueError, match="invalid distillation config"):
             distill.DistillConfig(**bad)
 
@@ -230,6 +233,7 @@ def test_chain_records_a_complete_lineage() -> None:
         assert rec["positive_temperature"] == dcfg.positive_temperature
         assert rec["teacher_reads"] == dcfg.teacher_reads
         assert rec["negative_belief"] == dcfg.negative_belief and rec["mixup"] == dcfg.mixup
+        assert rec["goodness_kl_start"] == dcfg.goodness_kl_start
         assert (rec["goodness_kl_weight"], rec["goodness_kl_temperature"], rec["negatives"],
                 rec["jitter"]) == (dcfg.goodness_kl_weight, dcfg.goodness_kl_temperature,
                                    dcfg.negatives, dcfg.jitter)

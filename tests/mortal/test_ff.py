@@ -154,6 +154,30 @@ def test_goodness_kl_training_uses_rows_of_one_all_label_pass_and_learns() -> No
             np.testing.assert_allclose(wa[i], wb[0], rtol=1e-5, atol=1e-6)
 
 
+def test_goodness_kl_start_switches_the_term_on_at_its_fraction_of_the_schedule() -> None:
+    """Before ``goodness_kl_start`` × epochs × steps per epoch the step is the κ = 0 step (both
+    read every label for the goodness belief), from it on the step with the term."""
+    d = devices.fabricate(devices.preset("rram", W), jax.random.key(3))
+    x, y = _data(10)
+    base = dataclasses.replace(CFG, negative_belief="goodness")  # epochs 4
+    plain = base
+    always = dataclasses.replace(base, goodness_kl_weight=0.2)
+    late = dataclasses.replace(always, goodness_kl_start=0.5)  # on from step 0.5 · 4 · 4 = 8
+    key = jax.random.key(11)
+
+    def weights(cfg: ff.FFConfig, step: int) -> tuple[jax.Array, ...]:
+        state = dataclasses.replace(ff.init(d, cfg, 4), step=jnp.asarray(step, jnp.int32))
+        return ff.train_step(state, x, y, key, cfg, 4)[0].device.state.weights
+
+    for step, same_as, other in ((7, plain, always), (8, always, plain), (15, always, plain)):
+        got = weights(late, step)
+        assert _tree_equal(got, weights(same_as, step))
+        assert not _tree_equal(got, weights(other, step))  # the two arms differ at this step
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="goodness_kl_start"):
+            dataclasses.replace(late, goodness_kl_start=bad)
+
+
 def test_goodness_belief_negatives_are_drawn_from_the_all_label_scores() -> None:
     """With ``negative_belief = "goodness"`` a step measures every label once and draws its
     negatives from ``softmax(G / T_s)`` (``T_s`` fitted to the targets) with the key the readout
