@@ -115,6 +115,9 @@ class DistillConfig:
         if not 0 <= self.goodness_kl_start < 1:
             raise ValueError(f"invalid distillation config: goodness_kl_start must lie in "
                              f"[0, 1) (a fraction of the schedule), got {self.goodness_kl_start}")
+        if self.goodness_kl_start > 0 and self.goodness_kl_weight == 0:
+            raise ValueError("invalid distillation config: goodness_kl_start has no effect "
+                             "without goodness_kl_weight > 0")
         if self.negatives not in (None, "hard", "random", "excess"):
             raise ValueError(f"invalid distillation config: negatives must be None, 'hard', "
                              f"'random' or 'excess', got {self.negatives!r}")

@@ -206,6 +206,9 @@ class DistillSection:
         if not 0 <= self.goodness_kl_start < 1:
             raise ConfigError("distill.goodness_kl_start must lie in [0, 1) (a fraction of the "
                               "students' schedule)")
+        if self.goodness_kl_start > 0 and self.goodness_kl_weight == 0:
+            raise ConfigError("distill.goodness_kl_start has no effect with "
+                              "distill.goodness_kl_weight = 0; set one or the other")
         if not isinstance(self.bias_images, int) or self.bias_images < 1:
             raise ConfigError("distill.bias_images must be an integer >= 1")
         if self.negatives not in ("learner", "hard", "random", "excess"):

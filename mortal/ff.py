@@ -160,6 +160,8 @@ class FFConfig:
              "goodness_kl_temperature must be 'targets', 'fit' or 'fit_exact'"),
             (0 <= self.goodness_kl_start < 1,
              "goodness_kl_start must lie in [0, 1) (a fraction of the schedule's steps)"),
+            (self.goodness_kl_start == 0 or self.goodness_kl_weight > 0,
+             "goodness_kl_start has no effect without goodness_kl_weight > 0"),
             (self.negative_belief in ("readout", "goodness"),
              "negative_belief must be 'readout' or 'goodness'"),
             (self.negative_belief == "readout" or (self.mode == "supervised"

@@ -144,7 +144,8 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     assert not _tree_equal(plain.device.state.weights, shaped.device.state.weights)
     for bad in ({"goodness_kl_weight": -1.0}, {"negatives": "worst"},
                 {"goodness_kl_temperature": "auto"}, {"negative_belief": "teacher"},
-                {"goodness_kl_start": 1.0}, {"goodness_kl_start": -0.5}):
+                {"goodness_kl_start": 1.0}, {"goodness_kl_start": -0.5},
+                {"goodness_kl_start": 0.5}):  # the last: κ = 0, so the start would do nothing
         with pytest.raises(ValueError, match="invalid distillation config"):
             distill.DistillConfig(**bad)
 

@@ -49,6 +49,8 @@ def test_set_values_are_read_as_toml_or_plain_strings() -> None:
     (["distill.teacher_reads=0"], "distill.teacher_reads must be an integer >= 1"),
     (["distill.goodness_kl_weight=-0.1"], "distill.goodness_kl_weight must be a number >= 0"),
     (["distill.goodness_kl_start=1"], "distill.goodness_kl_start must lie in"),
+    (["distill.goodness_kl_start=0.5", "distill.goodness_kl_weight=0"],
+     "distill.goodness_kl_start has no effect"),
     (["distill.negatives=excesss"], "did you mean 'excess'?"),
     (["distill.bias_images=0"], "distill.bias_images must be an integer >= 1"),
     (["distill.bias_correction=1"], "distill.bias_correction must be"),
@@ -87,13 +89,15 @@ def test_distill_section_reaches_the_learner() -> None:
     # the demo's students match every label's goodness (κ = 0.15) and the learner's negatives
     assert (d.goodness_kl_weight, d.negatives, d.negative_belief) == (0.15, None, None)
     assert d.goodness_kl_temperature == "fit"
+    assert d.goodness_kl_start == 0.0
     d = cli_jobs.distill_config(load_config(None, ["distill.goodness_kl_weight=0",
                                                    "distill.negatives=excess",
                                                    "distill.negative_belief=goodness",
-                                                   "distill.goodness_kl_temperature=targets",
-                                                   "distill.goodness_kl_start=0.5"]))
+                                                   "distill.goodness_kl_temperature=targets"]))
     assert (d.goodness_kl_weight, d.negatives, d.negative_belief) == (0.0, "excess",
                                                                       "goodness")
-    assert d.goodness_kl_temperature == "targets" and d.goodness_kl_start == 0.5
+    assert d.goodness_kl_temperature == "targets"
+    d = cli_jobs.distill_config(load_config(None, ["distill.goodness_kl_start=0.5"]))
+    assert (d.goodness_kl_weight, d.goodness_kl_start) == (0.15, 0.5)
     with pytest.raises(ConfigError, match=r"distill\.teacher_reads must be an integer"):
         load_config(None, ["distill.teacher_reads=1.5"])

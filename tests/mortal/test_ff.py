@@ -176,6 +176,8 @@ def test_goodness_kl_start_switches_the_term_on_at_its_fraction_of_the_schedule(
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="goodness_kl_start"):
             dataclasses.replace(late, goodness_kl_start=bad)
+    with pytest.raises(ValueError, match="no effect without goodness_kl_weight"):
+        dataclasses.replace(late, goodness_kl_weight=0.0)
 
 
 def test_goodness_belief_negatives_are_drawn_from_the_all_label_scores() -> None:
