@@ -1,6 +1,6 @@
 """How often does FF rewrite an `rram` synapse, and does a trained device depend on its offsets?
 
-Two measurements behind the choice of gradient smoothing for `rram` devices (README, "Why
+Two measurements behind the choice of gradient smoothing for `rram` devices (docs/results.md, "Why
 `rram` trails `ideal`"):
 
 * **Write traffic**: one device (``--widths``, read gain 0.12, label strength 2) trained on MNIST
