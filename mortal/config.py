@@ -136,7 +136,7 @@ class DistillSection:
     students of an ``rram`` teacher reached 4.5 % with κ = 0, and with 0.15 11.4 % (at T) or
     8.1 % (fitted temperature). It is measured for short runs: MNIST ``rram`` students given
     30 epochs instead of 10 did worse with it (6.5 % against 5.1 % at 10 epochs) and better
-    without it (5.2 %); for long runs, set it to 0.
+    without it (5.2 %); for long runs, set it to 0, or start it late (``goodness_kl_start``).
     ``goodness_kl_temperature``: ``fit`` (the default: the term matches each student's goodness
     softmax at the temperature that brings it closest to the targets on each minibatch, so the
     teacher's goodness scale is not imposed; on the demo the students' mean test error went
@@ -144,7 +144,9 @@ class DistillSection:
     95.7 → 96.7 %), ``fit_exact`` (the same fit with the exact gradient of ``κ T² KL`` at it, a
     pull ``T / T_s`` times weaker) or ``targets`` (at T, Hinton et al.'s convention).
     ``goodness_kl_start``: the fraction of the students' schedule before which the term is off
-    (0: from the start; 0.5: only while the learning rate decays).
+    (0: from the start; 0.5: only while the learning rate decays). MNIST ``rram`` students of 30
+    epochs with the term from 0.5 on: 5.0 % and 97.7 % agreement with the teacher, against
+    4.9 % and 97.0 % without the term (2 students, goodness-belief negatives).
     ``negatives``: the students' negative classes (``learner``: as ``[train]`` says; ``hard``,
     ``random`` or ``excess``). ``negative_belief``: what the students' ``hard`` and ``excess``
     negatives are drawn from (``learner``: as ``[train]`` says; ``readout`` or ``goodness``, their
