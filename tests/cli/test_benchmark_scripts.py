@@ -39,6 +39,8 @@ def _last_line(err: str) -> str:
     ("distill_benchmarks.py", ["--dataset", "digits", "--set", "nonsense=1"], "nonsense"),
     ("distill_benchmarks.py", ["--dataset", "digits", "--set", "readout_from=5"],
      "--dataset digits"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--goodness-kl-start", "0.5"],
+     "goodness_kl_start has no effect without goodness_kl_weight > 0"),
 ])
 def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                           says: str) -> None:
