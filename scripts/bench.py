@@ -46,16 +46,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _entry import run_script  # noqa: E402
 from bench_devices import environment, tree_nbytes, write_json_atomic  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
-from mortal.xla_cpu import prefer_wide_vectors  # noqa: E402
 
 B, C = 100, 10
 MATMUL_DTYPE = "float32"  # set from --matmul-dtype: the devices' DeviceSpec.matmul_dtype
@@ -338,5 +337,4 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    raise SystemExit(main())
+    run_script(main)

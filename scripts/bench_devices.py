@@ -64,9 +64,12 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # let ``python scripts/bench_devices.py`` find the package
     sys.path.insert(0, str(_ROOT))
+sys.path.insert(0, str(_ROOT / "scripts"))
+
+from _entry import run_script  # noqa: E402
 
 import devices  # noqa: E402
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+from mortal.xla_cpu import xla_flags  # noqa: E402
 
 Array = jax.Array
 
@@ -317,5 +320,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    sys.exit(main())
+    run_script(main)

@@ -46,10 +46,11 @@ import distill  # noqa: E402
 from mortal import data, ff, runs  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+from mortal.xla_cpu import xla_flags  # noqa: E402
 
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
     "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
@@ -132,8 +133,13 @@ def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array
 
 def load_state(path: str) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
     """A population saved by ``scripts/ff_benchmarks.py --save-state`` (devices included)."""
-    z = np.load(path)
-    meta = json.loads(str(z["__meta__"]))
+    try:
+        z = np.load(path)
+        meta = json.loads(str(z["__meta__"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--teacher-state {path}: not a device state saved by "
+                         f"scripts/ff_benchmarks.py --save-state ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     spec = devices.DeviceSpec.from_dict(meta["recipe"])
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["learner_config"].items()}
     tcfg = ff.FFConfig(**kw)
@@ -590,5 +596,4 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    main()
+    run_script(main)

@@ -28,11 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distill_benchmarks as bench
+from _entry import run_script
 from _revision import git_revision
 
 import distill
 from mortal import data, ff
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags
+from mortal.xla_cpu import xla_flags
 
 
 def _setting(text: str) -> tuple[float, int]:
@@ -128,5 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    main()
+    run_script(main)

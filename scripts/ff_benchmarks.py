@@ -39,10 +39,11 @@ import devices  # noqa: E402
 from mortal import data, ff, runlog  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+from mortal.xla_cpu import xla_flags  # noqa: E402
 
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
 DIGITS_WIDTHS = (74, 200, 200, 200)  # 10 label lines prepended to the 8x8 image
@@ -119,10 +120,10 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run(name: str, exp: Experiment, args: argparse.Namespace) -> dict[str, Any]:
+def run(name: str, exp: Experiment, ds: data.Dataset,
+        args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
     spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype)
-    ds = data.load(exp.dataset, args.data_dir)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -223,9 +224,12 @@ def main() -> None:
             build(EXPERIMENTS[name], 1, args.overrides)
         except (TypeError, ValueError) as exc:
             parser.error(f"--set with {name}: {exc}")
+    # every dataset is read (and MD5-checked) before the first experiment trains
+    datasets = {d: data.load(d, args.data_dir)
+                for d in dict.fromkeys(EXPERIMENTS[n].dataset for n in args.experiments)}
     rows = []
     for name in args.experiments:
-        r = run(name, EXPERIMENTS[name], args)
+        r = run(name, EXPERIMENTS[name], datasets[EXPERIMENTS[name].dataset], args)
         sm = r["summary"]
         rows.append((name, r["preset"], r["n_devices"], r["epochs"],
                      100 * sm["test_goodness_error_median"], 100 * sm["test_goodness_error_min"],
@@ -244,5 +248,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    main()
+    run_script(main)

@@ -47,17 +47,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-
 import bench  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _entry import run_script  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 import devices  # noqa: E402
 from devices import _noise, _write  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+from mortal.xla_cpu import xla_flags  # noqa: E402
 
 WIDTHS = (784, 1000, 1000, 1000)
 B = bench.B
@@ -207,5 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    main()
+    run_script(main)

@@ -43,9 +43,10 @@ import devices  # noqa: E402
 from mortal import data, ff  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _entry import run_script  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
-from mortal.xla_cpu import prefer_wide_vectors, xla_flags  # noqa: E402
+from mortal.xla_cpu import xla_flags  # noqa: E402
 
 
 def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, steps: int,
@@ -163,5 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    prefer_wide_vectors()  # before the first JAX computation
-    main()
+    run_script(main)

@@ -1,4 +1,5 @@
-"""The benchmark scripts refuse a bad ``--set`` in one line, before any training starts.
+"""The benchmark scripts refuse a bad ``--set``, a missing data directory or an unreadable
+teacher state in one line, before any training starts.
 
 They run in subprocesses as a user would start them; every refusal happens while the command
 line is read (or, for ``distill_benchmarks.py``, right after the embedded digits are loaded), so
@@ -49,6 +50,37 @@ def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: lis
     assert "Traceback" not in p.stderr
     assert says in _last_line(p.stderr), p.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(("script", "args"), [
+    ("ff_benchmarks.py", ["digits-ideal", "mnist-ideal"]),
+    ("distill_benchmarks.py", ["--dataset", "mnist"]),
+    ("distill_sweep.py", ["--dataset", "mnist"]),
+    ("rram_ablation.py", []),
+    ("rram_write_traffic.py", []),
+])
+def test_a_missing_data_directory_is_one_line_before_any_training(
+        tmp_path: Path, script: str, args: list[str]) -> None:
+    out = tmp_path / "out"
+    p = _script(script, *args, "--data-dir", str(tmp_path / "nowhere"), "--out", str(out))
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert _last_line(p.stderr) == p.stderr.strip()  # the whole message is one line
+    assert _last_line(p.stderr).startswith(f"{script}: missing data file "), p.stderr
+    assert str(tmp_path / "nowhere") in p.stderr
+    # ff_benchmarks reads every dataset first: the digits experiment listed before MNIST did
+    # not train and write its result
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_an_unreadable_teacher_state_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "teacher.npz"
+    bad.write_text("not an array file")
+    p = _script("distill_benchmarks.py", "--dataset", "digits", "--teacher-state", str(bad),
+                "--out", str(tmp_path / "out"))
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert _last_line(p.stderr).startswith(f"--teacher-state {bad}: not a device state"), p.stderr
 
 
 def test_overrides_are_typed_like_the_command_line() -> None:
