@@ -51,9 +51,11 @@ class FFConfig:
     Goodness: threshold ``θ_l = threshold`` or, if ``None``, the layer's number of units;
     temperature ``temperature``.
     Optimiser (on the requests): ``sgd`` with gradient smoothing ``momentum`` (EMA, Hinton's
-    "delay") or ``adam``; weight decay ``weight_decay`` acts on the learner's own record of what it
-    has requested (the bench cannot read weights); learning rate ``lr`` constant for the first half
-    of ``epochs``, then linear decay to 0. ``layer_lr_scale`` multiplies each layer's requests.
+    "delay") or ``adam`` (optax's, with ``momentum`` as its first-moment decay β₁ and β₂ = 0.999,
+    so that ``momentum`` smooths the request with either optimiser); weight decay
+    ``weight_decay`` acts on the learner's own record of what it has requested (the bench cannot
+    read weights); learning rate ``lr`` constant for the first half of ``epochs``, then linear
+    decay to 0. ``layer_lr_scale`` multiplies each layer's requests.
     Periphery: ``accumulate`` > 0 keeps requests in a digital buffer until they reach
     ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them.
     Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
@@ -273,7 +275,7 @@ def make_optimizer(cfg: FFConfig, steps_per_epoch: int) -> optax.GradientTransfo
     and this does not.
     """
     first = (optax.ema(cfg.momentum, debias=False) if cfg.optimizer == "sgd"
-             else optax.scale_by_adam())
+             else optax.scale_by_adam(b1=cfg.momentum))
     sched = schedule(cfg, steps_per_epoch)
     return optax.chain(first, _decay_weights_not_biases(cfg.weight_decay),
                        optax.scale_by_learning_rate(lambda t: cfg.lr * sched(t)))

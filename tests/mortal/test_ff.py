@@ -396,6 +396,20 @@ def test_weight_decay_shrinks_the_record_on_weight_rows_only() -> None:
         np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6)
 
 
+def test_adam_smooths_the_request_with_momentum_as_its_first_moment_decay() -> None:
+    cfg = dataclasses.replace(CFG, optimizer="adam", momentum=0.5, weight_decay=0.0, lr=0.1)
+    opt = ff.make_optimizer(cfg, steps_per_epoch=10)  # lr constant over these two steps
+    g1, g2 = (jnp.array([[1.0, -2.0], [0.5, 0.0]]),), (jnp.array([[-1.0, -2.0], [1.5, 0.0]]),)
+    record = tuple(jnp.zeros_like(g) for g in g1)
+    state = opt.init(record)
+    _, state = opt.update(g1, state, record)
+    u2, _ = opt.update(g2, state, record)
+    b1, b2, eps = 0.5, 0.999, 1e-8  # Adam (Kingma & Ba 2015), bias-corrected, step 2
+    m = (b1 * (1 - b1) * np.asarray(g1[0]) + (1 - b1) * np.asarray(g2[0])) / (1 - b1 ** 2)
+    v = (b2 * (1 - b2) * np.asarray(g1[0]) ** 2 + (1 - b2) * np.asarray(g2[0]) ** 2) / (1 - b2 ** 2)
+    np.testing.assert_allclose(np.asarray(u2[0]), -0.1 * m / (np.sqrt(v) + eps), rtol=1e-5)
+
+
 def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
     spec = devices.preset("rram", W)
     cfg = dataclasses.replace(CFG, accumulate=3.0, momentum=0.0, weight_decay=0.0, lr=1.0)
