@@ -27,6 +27,12 @@ smoothing 0.98; ``scripts/results/rram_ablation_accumulate.json``)::
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
         --val 10000 --only "smoothing 0.98" --out scripts/results/rram_ablation_accumulate.json
 
+Session 19 rows (negatives from the goodness belief; learning rate 0.02, per-layer learning-rate
+scaling and Adam on top; ``scripts/results/rram_ablation_gbelief.json``)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
+        --val 10000 --only "goodness belief" --out scripts/results/rram_ablation_gbelief.json
+
 One device and 2,000 validation images per row: differences below about 1.5 points are within
 what another seed or another 2,000 images would move (``--seed`` gives another device).
 """
@@ -139,6 +145,22 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "rram, gain 0.12, label strength 2, smoothing 0.98, no weight decay": (
         "rram", {"label_strength": 2.0, "momentum": 0.98, "weight_decay": 0.0},
         {"read": {"gain": 0.12}}),
+    # session 19: with the negatives drawn from the goodness belief (the readout that lagged at
+    # lr 0.02 no longer picks them), do a larger learning rate, per-layer learning-rate scaling
+    # or Adam help? run with --train 50000 --epochs 3 --val 10000 --only "goodness belief"
+    # (named so that the session-10 command's --only "smoothing 0.98" does not pick them up)
+    **{f"goodness belief, rram, gain 0.12, strength 2, smooth 0.98{extra}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                 **changes}, {"read": {"gain": 0.12}})
+       for extra, changes in (
+           ("", {}),
+           (", lr 0.02", {"lr": 0.02}),
+           (", layer lr x1/x2/x2", {"layer_lr_scale": (1.0, 2.0, 2.0)}),
+           (", layer lr x2/x1/x1", {"layer_lr_scale": (2.0, 1.0, 1.0)}),
+           (", layer lr x0.5/x1/x1", {"layer_lr_scale": (0.5, 1.0, 1.0)}),
+           (", adam lr 1e-4", {"optimizer": "adam", "lr": 1e-4}),
+           (", adam lr 3e-5", {"optimizer": "adam", "lr": 3e-5}),
+       )},
 }
 
 
