@@ -158,9 +158,20 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            (", layer lr x1/x2/x2", {"layer_lr_scale": (1.0, 2.0, 2.0)}),
            (", layer lr x2/x1/x1", {"layer_lr_scale": (2.0, 1.0, 1.0)}),
            (", layer lr x0.5/x1/x1", {"layer_lr_scale": (0.5, 1.0, 1.0)}),
+           (", layer lr x1/x3/x3", {"layer_lr_scale": (1.0, 3.0, 3.0)}),
+           (", adam lr 3e-2", {"optimizer": "adam", "lr": 3e-2}),
+           (", adam lr 1e-2", {"optimizer": "adam", "lr": 1e-2}),
+           (", adam lr 3e-3", {"optimizer": "adam", "lr": 3e-3}),
+           (", adam lr 1e-3", {"optimizer": "adam", "lr": 1e-3}),
+           (", adam lr 3e-4", {"optimizer": "adam", "lr": 3e-4}),
            (", adam lr 1e-4", {"optimizer": "adam", "lr": 1e-4}),
            (", adam lr 3e-5", {"optimizer": "adam", "lr": 3e-5}),
        )},
+    # the same learners on the ideal device: what Adam costs without the physics
+    **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
+        "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                  **changes}, {})
+       for extra, changes in (("", {}), (", adam lr 1e-3", {"optimizer": "adam", "lr": 1e-3}))},
 }
 
 
