@@ -54,8 +54,10 @@ class FFConfig:
     "delay") or ``adam`` (optax's, with ``momentum`` as its first-moment decay β₁ and β₂ = 0.999,
     so that ``momentum`` smooths the request with either optimiser); weight decay
     ``weight_decay`` acts on the learner's own record of what it has requested (the bench cannot
-    read weights); learning rate ``lr`` constant for the first half of ``epochs``, then linear
-    decay to 0. ``layer_lr_scale`` multiplies each layer's requests.
+    read weights); learning rate ``lr`` constant for the first ``lr_decay_start`` of the
+    schedule's steps (Hinton's: 0.5, half of ``epochs``), then linear decay to 0 at the end of
+    the last epoch (a periphery setting: when the learner starts to send smaller requests).
+    ``layer_lr_scale`` multiplies each layer's requests.
     Periphery: ``accumulate`` > 0 keeps requests in a digital buffer until they reach
     ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them.
     Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
@@ -127,6 +129,7 @@ class FFConfig:
     goodness_kl_weight: float = 0.0
     goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
     goodness_kl_start: float = 0.0
+    lr_decay_start: float = 0.5
 
     def __post_init__(self) -> None:
         checks = [
@@ -164,6 +167,8 @@ class FFConfig:
              "goodness_kl_start must lie in [0, 1) (a fraction of the schedule's steps)"),
             (self.goodness_kl_start == 0 or self.goodness_kl_weight > 0,
              "goodness_kl_start has no effect without goodness_kl_weight > 0"),
+            (0 <= self.lr_decay_start < 1,
+             "lr_decay_start must lie in [0, 1) (a fraction of the schedule's steps)"),
             (self.negative_belief in ("readout", "goodness"),
              "negative_belief must be 'readout' or 'goodness'"),
             (self.negative_belief == "readout" or (self.mode == "supervised"
@@ -240,10 +245,15 @@ def check_fits(spec: devices.DeviceSpec, cfg: FFConfig) -> None:
 
 
 def schedule(cfg: FFConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Hinton's: constant for the first half of the epochs, then linear decay to 0 (multiplier)."""
-    half = max(1, (cfg.epochs * steps_per_epoch) // 2)
-    return optax.join_schedules([optax.constant_schedule(1.0),
-                                 optax.linear_schedule(1.0, 0.0, half)], [half])
+    """The learning-rate multiplier at each step: 1 for the first ``lr_decay_start`` of the
+    ``epochs · steps_per_epoch`` steps (Hinton's: half), then linear decay, reaching 0 after
+    the last step."""
+    total = cfg.epochs * steps_per_epoch
+    constant = int(cfg.lr_decay_start * total)
+    decay = optax.linear_schedule(1.0, 0.0, max(1, total - constant))
+    if constant == 0:
+        return decay
+    return optax.join_schedules([optax.constant_schedule(1.0), decay], [constant])
 
 
 def _bias_row(p: Array) -> Array:

@@ -28,7 +28,8 @@ smoothing 0.98; ``scripts/results/rram_ablation_accumulate.json``)::
         --val 10000 --only "smoothing 0.98" --out scripts/results/rram_ablation_accumulate.json
 
 Session 19 rows (negatives from the goodness belief; learning rate 0.02, per-layer learning-rate
-scaling and Adam on top; ``scripts/results/rram_ablation_gbelief.json``)::
+scaling and Adam on top; session 20: when the learning rate starts to decay;
+``scripts/results/rram_ablation_gbelief.json``)::
 
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
         --val 10000 --only "goodness belief" --out scripts/results/rram_ablation_gbelief.json
@@ -166,6 +167,10 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            (", adam lr 3e-4", {"optimizer": "adam", "lr": 3e-4}),
            (", adam lr 1e-4", {"optimizer": "adam", "lr": 1e-4}),
            (", adam lr 3e-5", {"optimizer": "adam", "lr": 3e-5}),
+           # session 20: when the learning rate starts to decay (Hinton's: half-way)
+           (", decay from 0", {"lr_decay_start": 0.0}),
+           (", decay from 0.25", {"lr_decay_start": 0.25}),
+           (", decay from 0.75", {"lr_decay_start": 0.75}),
        )},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (

@@ -180,6 +180,36 @@ def test_goodness_kl_start_switches_the_term_on_at_its_fraction_of_the_schedule(
         dataclasses.replace(late, goodness_kl_weight=0.0)
 
 
+def test_lr_decay_start_sets_how_long_the_learning_rate_stays_constant() -> None:
+    """The multiplier is 1 for the first ``lr_decay_start`` of the steps, then falls linearly
+    to 0 after the last step; Hinton's 0.5 is the default and is what the step uses."""
+    for start, steps_per_epoch, epochs in ((0.5, 4, 4), (0.0, 4, 4), (0.75, 5, 4), (0.3, 3, 3)):
+        cfg = dataclasses.replace(CFG, epochs=epochs, lr_decay_start=start)
+        total = epochs * steps_per_epoch
+        constant = int(start * total)
+        got = np.array([float(ff.schedule(cfg, steps_per_epoch)(t)) for t in range(total + 1)])
+        want = np.minimum(1.0, 1.0 - (np.arange(total + 1) - constant) / (total - constant))
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert CFG.lr_decay_start == 0.5
+    late = dataclasses.replace(CFG, lr_decay_start=0.75)  # 16 steps: decay from step 12 on
+    params = (jnp.zeros((3, 2)),)
+
+    def update_at(cfg: ff.FFConfig, step: int) -> jax.Array:
+        """The optimiser's update for a unit request after ``step`` steps of zero requests."""
+        opt = ff.make_optimizer(cfg, 4)
+        state = opt.init(params)
+        for _ in range(step):
+            _, state = opt.update((jnp.zeros((3, 2)),), state, params)
+        return opt.update((jnp.ones((3, 2)),), state, params)[0][0]
+
+    # at step 10 the default has decayed to 1 - 2/8 = 0.75 of the rate, the late one not at all
+    np.testing.assert_allclose(update_at(CFG, 10), 0.75 * update_at(late, 10), rtol=1e-6)
+    np.testing.assert_allclose(update_at(late, 10), update_at(late, 0), rtol=1e-6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="lr_decay_start"):
+            dataclasses.replace(CFG, lr_decay_start=bad)
+
+
 def test_goodness_belief_negatives_are_drawn_from_the_all_label_scores() -> None:
     """With ``negative_belief = "goodness"`` a step measures every label once and draws its
     negatives from ``softmax(G / T_s)`` (``T_s`` fitted to the targets) with the key the readout
