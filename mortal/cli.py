@@ -107,6 +107,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import jax
 
     if args.preset is None:
+        if args.n is not None or args.plot is not None:
+            raise UserError("-n and --plot need a recipe: add --preset NAME (see 'mortal "
+                            "devices' for the names)")
         rows = [[name, fn.__doc__.strip().splitlines()[0] if fn.__doc__ else ""]
                 for name, fn in devices.PRESETS.items()]
         print(format_table(["preset", "what it is"], rows))
@@ -125,6 +128,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     plot_path = None
     if args.plot is not None:
         plot_path = Path(args.plot)
+        if plot_path.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise UserError(f"--plot {plot_path}: name a .png, .pdf or .svg file")
         if plot_path.exists() and not args.force:
             raise UserError(f"{plot_path} exists; choose another path or pass --force")
         if not plot_path.parent.exists():
@@ -164,8 +169,8 @@ def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -
     p.add_argument("--force", action="store_true", help="overwrite an existing run file")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--mesh", type=int, metavar="N",
-                   help="split the population over N accelerators (default: as many of the "
-                   "visible ones as divide it evenly)")
+                   help="split the population over N accelerators (default, or 0: as many of "
+                   "the visible ones as divide it evenly)")
     p.add_argument("--distributed", action="store_true",
                    help="join a multi-process run (jax.distributed; coordinator, process count "
                    "and id from the flags below, MORTAL_* variables, or Slurm / Open MPI)")
@@ -183,6 +188,15 @@ def _config_from(args: argparse.Namespace, forced: Sequence[str] = ()) -> Any:
 
 def _given_config(args: argparse.Namespace) -> bool:
     return bool(args.config or args.sets or args.seed is not None)
+
+
+def _check_folders(p: Path) -> None:
+    """Refuse an output below a path that is a file (mkdir would fail with a bare errno)."""
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot write {p}: {parent} is a file, not a folder")
+            return
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -203,6 +217,7 @@ def _output_path(args: argparse.Namespace) -> Path:
                         f"--resume {p} to continue it")
     if p.is_dir():
         raise UserError(f"{p} is a directory; name a file")
+    _check_folders(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -211,6 +226,13 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
     from mortal import cli_jobs, parallel
     from mortal.runlog import is_locked
 
+    if args.mesh is not None and args.mesh < 0:
+        raise UserError(f"--mesh {args.mesh}: give a number of accelerators >= 1 (0 or no "
+                        "--mesh: as many as divide the population)")
+    if not args.distributed and (args.coordinator or args.num_processes is not None
+                                 or args.process_id is not None):
+        raise UserError("--coordinator, --num-processes and --process-id only apply to a "
+                        "multi-process run; add --distributed")
     if args.distributed:
         try:
             parallel.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -287,7 +309,16 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["mortal", *sys.argv[1:]])
 
 
+def _no_phases_set(args: argparse.Namespace) -> None:
+    """``train`` and ``distill`` set ``run.phases`` themselves; an explicit one would be
+    silently replaced."""
+    if any(s.split("=", 1)[0].strip() == "run.phases" for s in args.sets):
+        raise UserError(f"'mortal {args.command}' sets run.phases itself; drop --set run.phases "
+                        "('mortal demo' trains, then distils)")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    _no_phases_set(args)
     path = _execute(args, [] if args.resume else ["run.phases=[\"train\"]"])
     if path is not None:
         print(run_table(path))
@@ -295,13 +326,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
+    _no_phases_set(args)
     forced: list[str] = []
     if not args.resume:
         if not args.teacher:
             raise UserError("name the trained run to distil from with --teacher RUN.h5")
         teacher = Path(args.teacher)
+        if teacher.is_dir():
+            raise UserError(f"teacher run {teacher} is a directory; name a run file")
         if not teacher.is_file():
             raise UserError(f"teacher run {teacher} does not exist")
+        if args.out and Path(args.out).resolve() == teacher.resolve():
+            raise UserError(f"-o {args.out} is the teacher's own run file; write the students "
+                            "to another file")
         forced = ["run.phases=[\"distill\"]", f"distill.teacher_run={json.dumps(str(teacher))}",
                   f"distill.teacher={json.dumps(str(args.device))}"]
         from mortal import runs
@@ -490,6 +527,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     path = Path(args.run)
     runs.attributes(path)  # a clear error for a file that is not a run
     out = Path(args.out) if args.out else path.with_suffix(".png")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"-o {out}: name a .png, .pdf or .svg file")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; choose another path with -o or pass --force")
     if not out.parent.exists():
@@ -503,6 +542,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mortal.export import export_csv
 
     out = Path(args.csv)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--csv {out} is a file; name a folder")
+    _check_folders(out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another folder or pass --force")
     written = export_csv(args.run, out)
@@ -625,6 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             import os
 
             os._exit(2)
+        return 2
+    except OSError as exc:  # the file system refused: a path that cannot be written or read
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mortal: error: {where}{exc.strerror or exc}; check the path, its permissions "
+              "and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mortal: interrupted", file=sys.stderr)

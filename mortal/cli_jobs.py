@@ -451,6 +451,18 @@ class Job:
                                   ) == 0:
                 raise JobError(f"the transfer set ({self.x_transfer.shape[0]} images) makes no "
                                f"minibatch of {cfg.train.batch_size}; use a larger fraction")
+            teacher = cfg.distill.teacher
+            if ("train" in cfg.run.phases and teacher != "best"
+                    and not 0 <= int(teacher) < cfg.device.population):
+                raise JobError(f"distill.teacher = {teacher} is out of range: the population "
+                               f"has devices 0..{cfg.device.population - 1}")
+
+    def check_teacher(self) -> None:
+        """Read the teacher of a distillation from a finished run file now, so that a bad one
+        fails before anything is written (and before ``--force`` replaces an old file)."""
+        d = self.cfg.distill
+        if "distill" in self.cfg.run.phases and "train" not in self.cfg.run.phases:
+            load_teacher(d.teacher_run, d.teacher, self.cfg)
 
     def _prepare(self, role: str, n: int) -> None:
         spec = device_spec(self.cfg, role)
@@ -761,6 +773,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     elif resume:
         writer = RunWriter.resume(path)
     else:
+        job.check_teacher()
         writer = RunWriter.create(path, attributes=job.attributes(command_line),
                                   populations=job.plans(), force=force)
     with writer:

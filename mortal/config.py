@@ -313,6 +313,8 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{where} must be a number, got nan")
         return float(value)
     if tp is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # e.g. --set distill.teacher=2 (a device index)
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
@@ -427,6 +429,8 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory; name a TOML file")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:

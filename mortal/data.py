@@ -112,7 +112,8 @@ def find_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def _read_idx(path: Path, expected_md5: str, magic: int) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"missing data file {path}; put the original IDX .gz files there, or "
-                        f"pass --data-dir / set {DATA_ENV} to their directory")
+                        f"name their directory: mortal --set data.data_dir=DIR, the scripts' "
+                        f"--data-dir DIR, or {DATA_ENV}=DIR")
     raw = path.read_bytes()
     if _md5(raw) != expected_md5:
         raise DataError(f"corrupt data file {path}: MD5 {_md5(raw)} != {expected_md5}; "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,29 @@ def _value(v: object) -> object:
 
 def export_csv(run: str | os.PathLike[str], folder: str | os.PathLike[str]) -> list[Path]:
     """Write ``<population>_metrics.csv`` (a row per epoch and device), ``<population>_final.csv``,
-    ``lineage.csv``, ``config.toml`` and ``attributes.json`` into ``folder``. Returns the paths."""
+    ``lineage.csv``, ``config.toml`` and ``attributes.json`` into ``folder``. Returns the paths.
+
+    The files are written into a hidden staging folder beside ``folder`` and moved in only when
+    all of them are complete, so a failure (a full disk) leaves no partial export behind."""
     out = Path(folder)
     runs.attributes(run)  # fail early, with a clear message, on a file that is not a run
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.part"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        names = [p.name for p in _write_all(run, stage)]
+        out.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / name for name in names]
+
+
+def _write_all(run: str | os.PathLike[str], out: Path) -> list[Path]:
     written = []
     for name in runs.populations(run):
         m = runs.metrics(run, name)

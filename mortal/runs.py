@@ -36,8 +36,11 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open a run file for reading (SWMR: works on live and killed runs); checks format and
     schema version."""
     p = Path(path)
+    if p.is_dir():
+        raise RunFileError(f"{p} is a directory, not a run file")
     if not p.is_file():
         raise RunFileError(f"{p} does not exist")
+    _check_not_truncated(p)
     try:
         f = h5py.File(p, "r", libver="latest", swmr=True, locking=False)
     except OSError as exc:
@@ -55,6 +58,33 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         yield f
     finally:
         f.close()
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_not_truncated(p: Path) -> None:
+    """Refuse a cleanly closed file that is shorter than the end-of-file address its HDF5
+    superblock records (a copy cut short, a partial download). HDF5 makes this check itself,
+    but not in the SWMR read mode that lets readers follow a live writer: there the missing
+    bytes read as zeros, or a reader retries a damaged block without end. A file whose writer
+    did not close it (killed, or stopped by a full disk: the superblock's consistency flags are
+    still set) can be legitimately shorter than its recorded end and still hold every committed
+    epoch, so it is left to the SWMR reader. Superblock versions 2 and 3 (what
+    ``libver="latest"`` writes) are checked; other files are left to HDF5."""
+    with open(p, "rb") as fh:
+        head = fh.read(48)
+        size = os.fstat(fh.fileno()).st_size
+    if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3) or head[11] != 0:
+        return
+    n = head[9]  # size of file addresses in bytes
+    if n not in (2, 4, 8) or len(head) < 12 + 3 * n:
+        return
+    base, _, stored_eof = (int.from_bytes(head[12 + i * n: 12 + (i + 1) * n], "little")
+                           for i in range(3))
+    if size < base + stored_eof:
+        raise RunFileError(f"{p} is truncated: it has {size} of its {base + stored_eof} bytes "
+                           "(an interrupted copy?); copy it again from its source")
 
 
 def _short(exc: BaseException) -> str:

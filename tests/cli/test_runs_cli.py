@@ -351,7 +351,9 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
          "different config (train.lr differ)")
     # an output path that exists, unless --force
     _err(capsys, ["train", "-o", str(finished), *TINY], "exists")
-    _err(capsys, ["plot", str(finished), "-o", str(finished)], "exists")
+    existing_png = tmp_path / "old.png"
+    existing_png.write_bytes(b"\x89PNG")
+    _err(capsys, ["plot", str(finished), "-o", str(existing_png)], "exists")
     # a second writer
     fd = acquire_lock(finished)
     try:
@@ -359,6 +361,84 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
         _err(capsys, ["train", "-o", str(finished), "--force", *TINY], "another process")
     finally:
         release_lock(finished, fd)
+
+
+def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    """A run file cut short is refused by every reader (HDF5's SWMR read mode would read the
+    missing bytes as zeros, or retry without end); a bad teacher fails before anything is
+    written, so --force keeps the old file; unwritable outputs and ignored options are one
+    line each."""
+    data = finished.read_bytes()
+    for n in (5_000, len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{n}.h5"
+        cut.write_bytes(data[:n])
+        for argv in (["show", str(cut)], ["eval", str(cut)],
+                     ["export", str(cut), "--csv", str(tmp_path / f"csv{n}")],
+                     ["distill", "--teacher", str(cut), "-o", str(tmp_path / "s.h5")]):
+            _err(capsys, argv, f"is truncated: it has {n} of its {len(data)} bytes")
+        assert not (tmp_path / "s.h5").exists() and not (tmp_path / f"csv{n}").exists()
+    # a teacher device out of range, and the teacher's own file as output: the old file stays
+    precious = tmp_path / "precious.h5"
+    precious.write_bytes(data)
+    _err(capsys, ["distill", "--teacher", str(finished), "--device", "5", "-o", str(precious),
+                  "--force", "--set", "data.train_limit=600"], "out of range")
+    _err(capsys, ["distill", "--teacher", str(finished), "-o", str(finished), "--force"],
+         "the teacher's own run file")
+    assert precious.read_bytes() == data and finished.read_bytes() == data
+    _err(capsys, ["distill", "--teacher", str(finished), "--device", "5", "-o",
+                  str(tmp_path / "new.h5")], "out of range")
+    assert not (tmp_path / "new.h5").exists()  # nothing left that asks to be resumed
+    _err(capsys, ["demo", "-o", str(tmp_path / "d.h5"), *TINY, "--set", "distill.teacher=2"],
+         "distill.teacher = 2 is out of range")
+    # outputs that cannot be written
+    _err(capsys, ["train", "-o", str(finished / "x.h5"), *TINY], "is a file, not a folder")
+    _err(capsys, ["export", str(finished), "--csv", str(finished / "csv")],
+         "is a file, not a folder")
+    _err(capsys, ["export", str(finished), "--csv", str(finished)], "is a file; name a folder")
+    if Path("/proc/self").is_dir():  # a folder nobody may create files in
+        _err(capsys, ["train", "-o", "/proc/mortal-test.h5", *TINY],
+             "check the path, its permissions and the free space")
+    _err(capsys, ["plot", str(finished), "-o", str(tmp_path / "p.h5")], ".png, .pdf or .svg")
+    # options that would be ignored
+    _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), *TINY, "--mesh", "-1"], "--mesh -1")
+    _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), *TINY, "--coordinator", "h:1"],
+         "add --distributed")
+    _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), *TINY,
+                  "--set", 'run.phases=["trian"]'], "drop --set run.phases")
+    _err(capsys, ["devices", "-n", "2"], "add --preset NAME")
+    _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), "--config", str(tmp_path)],
+         "is a directory")
+    _err(capsys, ["show", str(tmp_path)], "is a directory")
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_export_leaves_no_partial_folder(finished: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure half-way through an export (a full disk) leaves neither the folder nor its
+    staging folder behind; a finished export holds every file."""
+    from mortal import export
+
+    calls = []
+    real = export._write_csv
+
+    def failing(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, header, rows)
+
+    monkeypatch.setattr(export, "_write_csv", failing)
+    base = tmp_path / "exports"
+    base.mkdir()
+    with pytest.raises(OSError, match="No space"):
+        export.export_csv(finished, base / "csv")
+    assert list(base.iterdir()) == []
+    monkeypatch.setattr(export, "_write_csv", real)
+    written = export.export_csv(finished, base / "csv")
+    assert sorted(p.name for p in (base / "csv").iterdir()) == sorted(p.name for p in written)
+    assert len(written) == 5 and [p.name for p in base.iterdir()] == ["csv"]
 
 
 def test_two_processes_write_the_same_run_as_one(reference: Path, tmp_path: Path) -> None:
