@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mortal", description="Mortal computation: populations of physically "
                      "different analog devices that learn in place and distil into each other.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    p = sub.add_parser("devices", help="list device presets, show one, fabricate a population")
+    p = _subcommand(sub, "devices", "list device presets, show one, fabricate a population")
     p.add_argument("--preset", help=f"one of: {', '.join(devices.PRESETS)}")
     p.add_argument("-n", type=int, help="fabricate a population of N devices and tabulate it")
     p.add_argument("--widths", type=int, nargs="+", default=list(devices.REFERENCE_WIDTHS),
@@ -590,47 +590,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_devices)
 
-    p = sub.add_parser("demo", help="the main job: train 8 rram devices on the embedded digits, "
+    p = _subcommand(sub, "demo", "the main job: train 8 rram devices on the embedded digits, "
                        "distil the best into 8 fresh ones (runs/demo.h5 + PNG)")
     _add_run_args(p, DEFAULT_DEMO)
     p.set_defaults(func=_cmd_demo)
-    p = sub.add_parser("spawn", help="fabricate a population into a run file (no training)")
+    p = _subcommand(sub, "spawn", "fabricate a population into a run file (no training)")
     _add_run_args(p)
     p.set_defaults(func=_cmd_spawn)
-    p = sub.add_parser("train", help="train a population in place with Forward-Forward")
+    p = _subcommand(sub, "train", "train a population in place with Forward-Forward")
     _add_run_args(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("distill", help="distil a trained device into fresh students")
+    p = _subcommand(sub, "distill", "distil a trained device into fresh students")
     _add_run_args(p)
     p.add_argument("--teacher", metavar="RUN.h5", help="a run file with a trained population")
     p.add_argument("--device", default="best",
                    help="the teacher: a device index or 'best' (lowest validation error)")
     p.set_defaults(func=_cmd_distill)
-    p = sub.add_parser("eval", help="evaluate a run's devices (newest checkpoint)")
-    p.add_argument("run", metavar="RUN.h5")
+    p = _subcommand(sub, "eval", "evaluate a run's devices (newest checkpoint)")
+    p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
     p.add_argument("--population", help="train or students (default: the last one)")
     p.add_argument("--device", type=int, help="only this device")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--seed", type=int, default=0, help="read-noise seed (default 0)")
     p.set_defaults(func=_cmd_eval)
-    p = sub.add_parser("show", help="summarise a run file (works on a live run)")
-    p.add_argument("run", metavar="RUN.h5")
+    p = _subcommand(sub, "show", "summarise a run file (works on a live run)")
+    p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
     p.set_defaults(func=_cmd_show)
-    p = sub.add_parser("plot", help="draw a run's figures into one PNG")
-    p.add_argument("run", metavar="RUN.h5")
+    p = _subcommand(sub, "plot", "draw a run's figures into one PNG")
+    p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
     p.add_argument("-o", "--out", metavar="PNG", help="default: RUN.png beside the run file")
     p.add_argument("--force", action="store_true", help="overwrite an existing PNG")
     p.set_defaults(func=_cmd_plot)
-    p = sub.add_parser("export", help="write a run's records as CSV files")
-    p.add_argument("run", metavar="RUN.h5")
+    p = _subcommand(sub, "export", "write a run's records as CSV files")
+    p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
     p.add_argument("--csv", required=True, metavar="DIR", help="folder for the CSV files")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=_cmd_export)
-    p = sub.add_parser("config", help="print the resolved config (defaults ← file ← --set)")
+    p = _subcommand(sub, "config", "print the resolved config (defaults ← file ← --set)")
     _add_config_args(p)
     p.add_argument("--from", dest="run", metavar="RUN.h5", help="print a run file's config")
     p.set_defaults(func=_cmd_config)
     return parser
+
+
+def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with the same line as the command list."""
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -667,6 +672,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             import os
 
             os._exit(2)
+        return 2
+    except RuntimeError as exc:
+        if "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        print("mortal: error: out of memory on the accelerator or host; use a smaller "
+              "population, smaller layers or fewer devices per group (run.chunk)",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused: a path that cannot be written or read
         where = f"{exc.filename}: " if exc.filename else ""

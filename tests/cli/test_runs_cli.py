@@ -414,6 +414,28 @@ def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_pa
     assert not (tmp_path / "t.h5").exists()
 
 
+def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """XLA's RESOURCE_EXHAUSTED (a population too large for memory) is one line, exit 2;
+    other runtime errors are bugs and keep their traceback."""
+    import jax
+
+    from mortal import cli
+
+    def exhausted(args: object) -> int:
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 592 GB")
+
+    monkeypatch.setattr(cli, "_cmd_show", exhausted)
+    _err(capsys, ["show", "x.h5"], "out of memory")
+
+    def bug(args: object) -> int:
+        raise RuntimeError("an internal error")
+
+    monkeypatch.setattr(cli, "_cmd_show", bug)
+    with pytest.raises(RuntimeError, match="internal"):
+        main(["show", "x.h5"])
+
+
 def test_export_leaves_no_partial_folder(finished: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure half-way through an export (a full disk) leaves neither the folder nor its
