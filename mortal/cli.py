@@ -656,7 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefer_wide_vectors()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            where = f"mortal {args.command}" if args.command else "mortal"
+            raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
         if args.command is None:
             parser.print_help()
             return 0

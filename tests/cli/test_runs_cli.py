@@ -408,6 +408,7 @@ def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_pa
     _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), *TINY,
                   "--set", 'run.phases=["trian"]'], "drop --set run.phases")
     _err(capsys, ["devices", "-n", "2"], "add --preset NAME")
+    _err(capsys, ["train", "--data-dir", "x"], "(see 'mortal train --help')")
     _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), "--config", str(tmp_path)],
          "is a directory")
     _err(capsys, ["show", str(tmp_path)], "is a directory")
