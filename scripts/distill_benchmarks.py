@@ -372,8 +372,10 @@ def main() -> None:
                    goodness_kl_weight=args.goodness_kl,
                    goodness_kl_temperature=args.goodness_kl_temperature,
                    goodness_kl_start=args.goodness_kl_start,
-                   student_negatives=args.student_negatives,
-                   student_negative_belief=args.student_negative_belief, jitter=args.jitter,
+                   # what the students used: the flag, else the learner config's (--set)
+                   student_negatives=args.student_negatives or cfg.negatives,
+                   student_negative_belief=args.student_negative_belief or cfg.negative_belief,
+                   jitter=args.jitter,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
