@@ -204,6 +204,8 @@ def _output_path(args: argparse.Namespace) -> Path:
         if args.out and Path(args.out) != Path(args.resume):
             raise UserError("--resume continues the file it names; drop -o/--out")
         p = Path(args.resume)
+        if p.is_dir():
+            raise UserError(f"cannot resume {p}: it is a directory; name a run file")
         if not p.is_file():
             raise UserError(f"cannot resume {p}: no such file")
         return p
@@ -339,8 +341,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         if args.out and Path(args.out).resolve() == teacher.resolve():
             raise UserError(f"-o {args.out} is the teacher's own run file; write the students "
                             "to another file")
-        forced = ["run.phases=[\"distill\"]", f"distill.teacher_run={json.dumps(str(teacher))}",
-                  f"distill.teacher={json.dumps(str(args.device))}"]
+        forced = ["run.phases=[\"distill\"]", f"distill.teacher_run={json.dumps(str(teacher))}"]
+        if args.device is not None:
+            forced.append(f"distill.teacher={json.dumps(str(args.device))}")
         from mortal import runs
 
         info = runs.population_info(teacher, "train")
@@ -375,6 +378,7 @@ def _cmd_spawn(args: argparse.Namespace) -> int:
     if args.resume:
         raise UserError("spawn writes a new file; to train a spawned population use "
                         "'mortal train --resume FILE'")
+    _no_phases_set(args)
     path = _output_path(args)
     cfg = _config_from(args, ["run.phases=[\"train\"]"])
     job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
@@ -603,8 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "distill", "distil a trained device into fresh students")
     _add_run_args(p)
     p.add_argument("--teacher", metavar="RUN.h5", help="a run file with a trained population")
-    p.add_argument("--device", default="best",
-                   help="the teacher: a device index or 'best' (lowest validation error)")
+    p.add_argument("--device", default=None,
+                   help="the teacher: a device index or 'best' (lowest validation error); "
+                   "default: distill.teacher, which is 'best' unless set")
     p.set_defaults(func=_cmd_distill)
     p = _subcommand(sub, "eval", "evaluate a run's devices (newest checkpoint)")
     p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
@@ -683,6 +688,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "population, smaller layers or fewer devices per group (run.chunk)",
               file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # the file system refused: a path that cannot be written or read
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"mortal: error: {where}{exc.strerror or exc}; check the path, its permissions "
@@ -691,11 +701,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mortal: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

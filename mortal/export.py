@@ -43,12 +43,14 @@ def export_csv(run: str | os.PathLike[str], folder: str | os.PathLike[str]) -> l
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.part"
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
     try:
+        stage.mkdir()
         names = [p.name for p in _write_all(run, stage)]
         out.mkdir(exist_ok=True)
         for name in names:
             os.replace(stage / name, out / name)
+    except OSError as exc:  # name the folder the user gave, not the staging folder
+        raise type(exc)(exc.errno, exc.strerror, str(out)) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return [out / name for name in names]

@@ -114,7 +114,11 @@ def acquire_lock(path: str | os.PathLike[str]) -> int:
     """Take the writer lock of ``path`` (non-blocking); returns the lock's file descriptor.
     Raises ``RunLockedError`` if another process holds it."""
     lp = _lock_path(Path(path))
-    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # name the run file the user gave, not its lock
+        raise type(exc)(exc.errno, f"{exc.strerror} (cannot create files there)",
+                        str(path)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

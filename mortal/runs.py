@@ -43,7 +43,7 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     _check_not_truncated(p)
     try:
         f = h5py.File(p, "r", libver="latest", swmr=True, locking=False)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: h5py on a damaged superblock
         raise RunFileError(f"{p} is not an HDF5 run file ({_short(exc)})") from None
     try:
         if f.attrs.get("format") != FORMAT:
@@ -75,10 +75,13 @@ def _check_not_truncated(p: Path) -> None:
     with open(p, "rb") as fh:
         head = fh.read(48)
         size = os.fstat(fh.fileno()).st_size
-    if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3) or head[11] != 0:
+    if head[:8] != _SIGNATURE:
         return
-    n = head[9]  # size of file addresses in bytes
-    if n not in (2, 4, 8) or len(head) < 12 + 3 * n:
+    n = head[9] if len(head) > 9 else 8  # size of file addresses in bytes
+    if len(head) < 12 or (head[8] in (2, 3) and len(head) < 16 + 4 * n):
+        raise RunFileError(f"{p} is truncated: its {size} bytes do not hold the HDF5 "
+                           "superblock (an interrupted copy?); copy it again from its source")
+    if head[8] not in (2, 3) or head[11] != 0 or n not in (2, 4, 8):
         return
     base, _, stored_eof = (int.from_bytes(head[12 + i * n: 12 + (i + 1) * n], "little")
                            for i in range(3))

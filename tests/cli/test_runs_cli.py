@@ -371,6 +371,10 @@ def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_pa
     written, so --force keeps the old file; unwritable outputs and ignored options are one
     line each."""
     data = finished.read_bytes()
+    for n in (8, 30):  # not even the superblock: h5py raised, or retried without end
+        cut = tmp_path / f"cut{n}.h5"
+        cut.write_bytes(data[:n])
+        _err(capsys, ["show", str(cut)], f"is truncated: its {n} bytes do not hold the HDF5")
     for n in (5_000, len(data) // 2, len(data) - 1):
         cut = tmp_path / f"cut{n}.h5"
         cut.write_bytes(data[:n])
@@ -389,6 +393,8 @@ def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_pa
     assert precious.read_bytes() == data and finished.read_bytes() == data
     _err(capsys, ["distill", "--teacher", str(finished), "--device", "5", "-o",
                   str(tmp_path / "new.h5")], "out of range")
+    _err(capsys, ["distill", "--teacher", str(finished), "--set", "distill.teacher=5", "-o",
+                  str(tmp_path / "new.h5")], "out of range")  # the config's teacher is used
     assert not (tmp_path / "new.h5").exists()  # nothing left that asks to be resumed
     _err(capsys, ["demo", "-o", str(tmp_path / "d.h5"), *TINY, "--set", "distill.teacher=2"],
          "distill.teacher = 2 is out of range")
@@ -408,6 +414,9 @@ def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_pa
     _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), *TINY,
                   "--set", 'run.phases=["trian"]'], "drop --set run.phases")
     _err(capsys, ["devices", "-n", "2"], "add --preset NAME")
+    _err(capsys, ["spawn", "-o", str(tmp_path / "t.h5"), "--set", 'run.phases=["trian"]'],
+         "drop --set run.phases")
+    _err(capsys, ["train", "--resume", str(tmp_path)], "it is a directory")
     _err(capsys, ["train", "--data-dir", "x"], "(see 'mortal train --help')")
     _err(capsys, ["train", "-o", str(tmp_path / "t.h5"), "--config", str(tmp_path)],
          "is a directory")
@@ -435,6 +444,22 @@ def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cli, "_cmd_show", bug)
     with pytest.raises(RuntimeError, match="internal"):
         main(["show", "x.h5"])
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``mortal show RUN | head -1``: the reader stopped early; exit 0 and say nothing (a broken
+    pipe is an OSError, but not a file-system problem)."""
+    from mortal import cli
+
+    def closed(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_show", closed)
+    with open(tmp_path / "stdout", "w") as pipe:  # stands in for the pipe: its fd is redirected
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main(["show", "x.h5"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_export_leaves_no_partial_folder(finished: Path, tmp_path: Path,
