@@ -311,16 +311,26 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["mortal", *sys.argv[1:]])
 
 
-def _no_phases_set(args: argparse.Namespace) -> None:
-    """``train`` and ``distill`` set ``run.phases`` themselves; an explicit one would be
-    silently replaced."""
-    if any(s.split("=", 1)[0].strip() == "run.phases" for s in args.sets):
-        raise UserError(f"'mortal {args.command}' sets run.phases itself; drop --set run.phases "
-                        "('mortal demo' trains, then distils)")
+def _no_phases_set(args: argparse.Namespace, phases: list[str]) -> None:
+    """``train``, ``distill`` and ``spawn`` set ``run.phases`` themselves; an explicit other
+    value would be silently replaced."""
+    import tomllib
+
+    for item in args.sets:
+        key, _, value = item.partition("=")
+        if key.strip() != "run.phases":
+            continue
+        try:
+            given = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            given = None
+        if given != phases:
+            raise UserError(f"'mortal {args.command}' runs phases {phases}; drop --set "
+                            "run.phases ('mortal demo' trains, then distils)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _no_phases_set(args)
+    _no_phases_set(args, ["train"])
     path = _execute(args, [] if args.resume else ["run.phases=[\"train\"]"])
     if path is not None:
         print(run_table(path))
@@ -328,7 +338,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    _no_phases_set(args)
+    _no_phases_set(args, ["distill"])
     forced: list[str] = []
     if not args.resume:
         if not args.teacher:
@@ -378,7 +388,7 @@ def _cmd_spawn(args: argparse.Namespace) -> int:
     if args.resume:
         raise UserError("spawn writes a new file; to train a spawned population use "
                         "'mortal train --resume FILE'")
-    _no_phases_set(args)
+    _no_phases_set(args, ["train"])
     path = _output_path(args)
     cfg = _config_from(args, ["run.phases=[\"train\"]"])
     job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
