@@ -314,17 +314,11 @@ def _command_line() -> str:
 def _no_phases_set(args: argparse.Namespace, phases: list[str]) -> None:
     """``train``, ``distill`` and ``spawn`` set ``run.phases`` themselves; an explicit other
     value would be silently replaced."""
-    import tomllib
+    from mortal.config import parse_set
 
     for item in args.sets:
-        key, _, value = item.partition("=")
-        if key.strip() != "run.phases":
-            continue
-        try:
-            given = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            given = None
-        if given != phases:
+        key, given = parse_set(item)
+        if key == "run.phases" and given != phases:
             raise UserError(f"'mortal {args.command}' runs phases {phases}; drop --set "
                             "run.phases ('mortal demo' trains, then distils)")
 

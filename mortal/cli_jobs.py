@@ -640,17 +640,13 @@ class Job:
     def _best(self, role: str, which: str = "best") -> tuple[ff.FFState, str, int]:
         """Device ``which`` (an index, or ``best``: lowest validation error) of a population of
         this run, as a one-member population."""
-        size = int(self.populations[role]["keys"].shape[0])
         if which == "best":
             val = self.resume[role].last_val
             if val is None:
                 raise JobError(f"no validation error recorded for population {role!r}")
             idx = int(np.argmin(val))
         else:
-            idx = int(which)
-        if idx >= size:
-            raise JobError(f"distill.teacher = {idx} is out of range: the population has "
-                           f"devices 0..{size - 1}")
+            idx = int(which)  # in range: checked when the job was built
         pop = parallel.to_host(self.populations[role]["state"])
         return jax.tree.map(lambda a: jnp.asarray(a[idx: idx + 1]), pop), f"{role}/{idx}", idx
 
