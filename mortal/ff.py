@@ -59,7 +59,10 @@ class FFConfig:
     the last epoch (a periphery setting: when the learner starts to send smaller requests).
     ``layer_lr_scale`` multiplies each layer's requests.
     Periphery: ``accumulate`` > 0 keeps requests in a digital buffer until they reach
-    ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them.
+    ``accumulate · dw_min`` (the recipe's nominal pulse step) and only then programs them;
+    ``dead_zone`` > 0 drops (neither sends nor keeps) every request smaller than
+    ``dead_zone · dw_min``, so that a synapse is written only where the smoothed request is large
+    (without it, stochastic rounding writes a request of a tenth of a pulse one step in ten).
     Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
     (0-based; 1 skips the first hidden layer), delta rule with ``readout_lr`` and
     ``readout_decay``. ``negatives``: ``hard`` (drawn from the device's belief, the neutral-pass
@@ -118,6 +121,7 @@ class FFConfig:
     readout_from: int = 1
     layer_lr_scale: tuple[float, ...] | None = None
     accumulate: float = 0.0
+    dead_zone: float = 0.0
     mode: Literal["supervised", "unsupervised"] = "supervised"
     image_shape: tuple[int, int] | None = None
     hybrid_blurs: int = 6
@@ -145,6 +149,10 @@ class FFConfig:
             (self.temperature > 0, "temperature must be > 0"),
             (self.readout_from >= 0, "readout_from must be >= 0"),
             (self.accumulate >= 0, "accumulate must be >= 0"),
+            (self.dead_zone >= 0 and math.isfinite(self.dead_zone),
+             "dead_zone must be a number >= 0 (nominal pulses)"),
+            (self.dead_zone == 0 or self.accumulate == 0,
+             "dead_zone and accumulate exclude each other: set one of them to 0"),
             (self.mode in ("supervised", "unsupervised"),
              "mode must be 'supervised' or 'unsupervised'"),
             (self.mode == "supervised" or self.image_shape is not None,
@@ -559,6 +567,10 @@ def _requests(state: FFState, grads: tuple[Array, ...], cfg: FFConfig, steps_per
         pending = jax.tree.map(jnp.subtract, pending, sent)
     else:  # everything is sent at once; the (all-zero) accumulator is not touched
         sent, pending = updates, state.pending
+        if cfg.dead_zone > 0:  # requests below the zone are dropped, not kept
+            zones = [cfg.dead_zone * lay.synapse.dw_min * lay.read.gain for lay in layers]
+            sent = tuple(jnp.where(jnp.abs(s) >= z, s, 0.0)
+                         for s, z in zip(sent, zones, strict=True))
     requests = tuple(d / lay.read.gain for d, lay in zip(sent, layers, strict=True))
     return requests, opt_state, sent, pending
 

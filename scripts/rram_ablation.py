@@ -171,6 +171,13 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            (", decay from 0", {"lr_decay_start": 0.0}),
            (", decay from 0.25", {"lr_decay_start": 0.25}),
            (", decay from 0.75", {"lr_decay_start": 0.75}),
+           # session 21: with the decay from 0.9, drop requests below a fraction of a pulse
+           # (a synapse is then written only where the smoothed request is large)
+           (", decay from 0.9", {"lr_decay_start": 0.9}),
+           *((f", decay from 0.9, dead zone {z}", {"lr_decay_start": 0.9, "dead_zone": z})
+             for z in (0.25, 0.5, 1.0)),
+           (", decay from 0.9, dead zone 0.5, lr 0.02",
+            {"lr_decay_start": 0.9, "dead_zone": 0.5, "lr": 0.02}),
        )},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (

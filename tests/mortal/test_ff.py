@@ -459,6 +459,26 @@ def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
                        jax.random.key(0), jax.random.key(1), cfg)
 
 
+
+def test_dead_zone_drops_small_requests_instead_of_keeping_them() -> None:
+    spec = devices.preset("rram", W)
+    cfg = dataclasses.replace(CFG, dead_zone=0.5, momentum=0.0, weight_decay=0.0, lr=1.0)
+    state = ff.init(devices.fabricate(spec, jax.random.key(0)), cfg, 4)
+    zone = 0.5 * spec.layer(0).synapse.dw_min * spec.layer(0).read.gain
+    g0 = np.zeros(state.record[0].shape, np.float32)
+    g0[0, 0], g0[1, 1], g0[2, 2] = -1.5 * zone, 0.9 * zone, -zone  # updates are −lr · grad
+    grads = (jnp.asarray(g0), *(jnp.zeros_like(r) for r in state.record[1:]))
+    requests, _, sent, pending = ff._requests(state, grads, cfg, 4)
+    assert float(sent[0][0, 0]) == pytest.approx(1.5 * zone)
+    assert float(sent[0][2, 2]) == pytest.approx(zone)  # the zone's edge is sent
+    assert float(sent[0][1, 1]) == 0.0 and np.count_nonzero(np.asarray(sent[0])) == 2
+    assert all(not np.any(np.asarray(p)) for p in pending)  # dropped, not kept for later
+    assert float(requests[0][0, 0]) == pytest.approx(1.5 * zone / spec.layer(0).read.gain)
+    with pytest.raises(ValueError, match="exclude each other"):
+        dataclasses.replace(CFG, dead_zone=0.5, accumulate=1.0)
+    with pytest.raises(ValueError, match="dead_zone must be"):
+        dataclasses.replace(CFG, dead_zone=-1.0)
+
 # --- populations, determinism, compilation ----------------------------------------------------
 
 def test_vmapped_population_training_equals_training_each_device_alone() -> None:
