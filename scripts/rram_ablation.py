@@ -245,7 +245,11 @@ def main() -> None:
                 result["earlier_commands"] = [*old.get("earlier_commands", []), old["command"]]
     for name in names:
         preset, cfg_changes, spec_changes = ROWS[name]
-        result["rows"][name] = run_row(preset, cfg_changes, spec_changes, ds, args)
+        # each row keeps its own revision and XLA flags: rows measured by earlier commands (on
+        # other hosts, e.g. with or without AVX-512's 512-bit vectors) stay in the file
+        result["rows"][name] = {**run_row(preset, cfg_changes, spec_changes, ds, args),
+                                "git_revision": result["git_revision"],
+                                "xla_flags": result["xla_flags"]}
         tmp = out.with_suffix(".json.part")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, out)
