@@ -395,7 +395,9 @@ def read_resume(path: str | os.PathLike[str], roles: list[str]
         if runs.population_info(path, role)["epochs_done"] > 0:
             try:
                 r.start, r.leaves = runs.checkpoint(path, role)
-            except runs.RunFileError:
+            except runs.RunFileCutShortError:
+                raise  # a damaged file is refused, not trained again from scratch
+            except runs.RunFileError:  # no completed checkpoint yet
                 r.start = 0
         if r.start:
             m = runs.metrics(path, role)

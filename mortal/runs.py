@@ -31,6 +31,10 @@ class RunFileError(ValueError):
     """The file is missing, not a run file, from a newer schema, or lacks what was asked."""
 
 
+class RunFileCutShortError(RunFileError):
+    """The file ends before data it refers to: a copy cut short (never a reason to start over)."""
+
+
 @contextmanager
 def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open a run file for reading (SWMR: works on live and killed runs); checks format and
@@ -79,15 +83,17 @@ def _check_not_truncated(p: Path) -> None:
         return
     n = head[9] if len(head) > 9 else 8  # size of file addresses in bytes
     if len(head) < 12 or (head[8] in (2, 3) and len(head) < 16 + 4 * n):
-        raise RunFileError(f"{p} is truncated: its {size} bytes do not hold the HDF5 "
-                           "superblock (an interrupted copy?); copy it again from its source")
+        raise RunFileCutShortError(f"{p} is truncated: its {size} bytes do not hold the HDF5 "
+                                   "superblock (an interrupted copy?); copy it again from its "
+                                   "source")
     if head[8] not in (2, 3) or head[11] != 0 or n not in (2, 4, 8):
         return
     base, _, stored_eof = (int.from_bytes(head[12 + i * n: 12 + (i + 1) * n], "little")
                            for i in range(3))
     if size < base + stored_eof:
-        raise RunFileError(f"{p} is truncated: it has {size} of its {base + stored_eof} bytes "
-                           "(an interrupted copy?); copy it again from its source")
+        raise RunFileCutShortError(f"{p} is truncated: it has {size} of its "
+                                   f"{base + stored_eof} bytes (an interrupted copy?); copy it "
+                                   "again from its source")
 
 
 def _short(exc: BaseException) -> str:
@@ -106,7 +112,32 @@ def _committed(group: h5py.Group) -> int:
 
 def _read(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
     ds.refresh()
+    _check_stored(ds, n)
     return np.asarray(ds[:n] if n is not None else ds[()])
+
+
+def _check_stored(ds: h5py.Dataset, rows: int | None) -> None:
+    """Refuse to read data whose bytes lie past the end of the file (only the chunks holding the
+    first ``rows`` rows, if given). A file whose writer did not close it skips the end-of-file
+    check of ``_check_not_truncated``, and in SWMR read mode HDF5 returns zeros for the missing
+    bytes without an error: a copy of a live or killed run cut short would otherwise read as
+    zero weights or metrics."""
+    size = os.path.getsize(ds.file.filename)
+    dsid = ds.id
+    if ds.chunks is None:
+        offset = dsid.get_offset()  # None: no storage yet (fill value), or compact storage
+        ends = [] if offset is None else [offset + dsid.get_storage_size()]
+    else:
+        ends = []
+        for i in range(dsid.get_num_chunks()):
+            info = dsid.get_chunk_info(i)
+            if info.byte_offset is not None and (rows is None or info.chunk_offset[0] < rows):
+                ends.append(info.byte_offset + info.size)
+    if ends and max(ends) > size:
+        raise RunFileCutShortError(
+            f"{ds.file.filename} is cut short: {ds.name} lies past the end of its {size} bytes "
+            "(a copy of a run taken while it was written, or cut off?); copy it again in full "
+            "from its source")
 
 
 def attributes(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -130,6 +161,7 @@ def status(path: str | os.PathLike[str]) -> str:
 def _status(f: h5py.File) -> str:
     ds = f["status"]
     ds.refresh()
+    _check_stored(ds, None)
     return _str(ds[()]).strip()
 
 

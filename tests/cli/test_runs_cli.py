@@ -363,6 +363,34 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
         release_lock(finished, fd)
 
 
+
+def test_a_cut_short_copy_of_an_unclosed_run_is_refused(finished: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """A copy of a live or killed run (its writer never closed it, so the end-of-file check
+    does not apply) cut short: SWMR reads would return zeros for the missing data; every
+    reader refuses it in one line, and --resume neither starts the run over nor touches it."""
+    unclosed = tmp_path / "unclosed.h5"
+    unclosed.write_bytes(finished.read_bytes())
+    leave_open = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'a', libver='latest', "
+                  "locking=False); f.swmr_mode = True; f.flush(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", leave_open, str(unclosed)], check=True, env=ENV)
+    data = unclosed.read_bytes()
+    assert data[11] != 0  # the superblock's consistency flags: a writer still has it open
+    n = int(0.8 * len(data))  # past the metadata that opening the file reads
+    with h5py.File(unclosed, "r", libver="latest", swmr=True, locking=False) as f:
+        info = f["populations/train/epochs"].id.get_chunk_info(0)
+        assert info.byte_offset + info.size > n  # the commit record's data is cut off
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[:n])
+    for argv in (["show", str(cut)], ["eval", str(cut)],
+                 ["export", str(cut), "--csv", str(tmp_path / "csv")],
+                 ["train", "--resume", str(cut)]):
+        _err(capsys, argv, "is cut short: /populations/train/")
+    assert cut.read_bytes() == data[:n] and not (tmp_path / "csv").exists()
+    assert runs.checkpoint(unclosed, "train")[0] == 1  # the whole unclosed file reads
+    assert main(["show", str(unclosed)]) == 0
+
 def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:
