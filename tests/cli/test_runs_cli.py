@@ -363,7 +363,6 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
         release_lock(finished, fd)
 
 
-
 def test_a_cut_short_copy_of_an_unclosed_run_is_refused(finished: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
@@ -390,6 +389,7 @@ def test_a_cut_short_copy_of_an_unclosed_run_is_refused(finished: Path, tmp_path
     assert cut.read_bytes() == data[:n] and not (tmp_path / "csv").exists()
     assert runs.checkpoint(unclosed, "train")[0] == 1  # the whole unclosed file reads
     assert main(["show", str(unclosed)]) == 0
+
 
 def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]

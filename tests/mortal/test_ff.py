@@ -459,7 +459,6 @@ def test_accumulator_sends_only_requests_worth_the_threshold() -> None:
                        jax.random.key(0), jax.random.key(1), cfg)
 
 
-
 def test_dead_zone_drops_small_requests_instead_of_keeping_them() -> None:
     spec = devices.preset("rram", W)
     cfg = dataclasses.replace(CFG, dead_zone=0.5, momentum=0.0, weight_decay=0.0, lr=1.0)
@@ -478,6 +477,7 @@ def test_dead_zone_drops_small_requests_instead_of_keeping_them() -> None:
         dataclasses.replace(CFG, dead_zone=0.5, accumulate=1.0)
     with pytest.raises(ValueError, match="dead_zone must be"):
         dataclasses.replace(CFG, dead_zone=-1.0)
+
 
 # --- populations, determinism, compilation ----------------------------------------------------
 
