@@ -12,6 +12,7 @@ an instance from its recipe and fab key).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import tomllib
@@ -46,22 +47,107 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         raise RunFileError(f"{p} does not exist")
     _check_not_truncated(p)
     try:
-        f = h5py.File(p, "r", libver="latest", swmr=True, locking=False)
+        fid = h5py.h5f.open(os.fsencode(p), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ,
+                            fapl=_reader_access())
     except (OSError, RuntimeError) as exc:  # RuntimeError: h5py on a damaged superblock
+        if _bad_checksum(exc):
+            raise _cut_short(p) from None
         raise RunFileError(f"{p} is not an HDF5 run file ({_short(exc)})") from None
+    f = h5py.File(fid)
     try:
-        if f.attrs.get("format") != FORMAT:
+        if _root_attribute(f, "format", p) != FORMAT:
             raise RunFileError(f"{p} is an HDF5 file but not a mortal run file (no "
                                f"format='{FORMAT}' attribute)")
-        version = int(f.attrs.get("schema_version", -1))
+        version = int(_root_attribute(f, "schema_version", p, -1))
         if version > SCHEMA_VERSION:
             raise RunFileError(f"{p} has run-file schema {version}, newer than this mortal "
                                f"reads ({SCHEMA_VERSION}); upgrade mortal")
         if version < 1:
             raise RunFileError(f"{p} has no valid schema_version attribute")
         yield f
+    except (OSError, RuntimeError, KeyError) as exc:
+        if _bad_checksum(exc):
+            raise _cut_short(p) from None
+        raise
     finally:
         f.close()
+
+
+def _root_attribute(f: h5py.File, name: str, p: Path, default: Any = None) -> Any:
+    """An attribute of the file's root; ``default`` if it has none (``attrs.get`` would also
+    answer ``default`` for an attribute it cannot read)."""
+    try:
+        return f.attrs[name]
+    except KeyError as exc:
+        if _bad_checksum(exc):
+            raise _cut_short(p) from None
+        return default
+
+
+# HDF5's SWMR reader rereads a metadata block whose checksum fails (a live writer may be
+# rewriting it), waiting twice as long before each new attempt. Its default of 100 attempts never
+# ends in practice on a block that stays bad (a copy cut inside its metadata); 30 attempts wait
+# about a second in all, far longer than a writer takes to flush one block.
+READ_ATTEMPTS = 30
+
+
+def _reader_access() -> h5py.h5p.PropFAID:
+    """File-access properties of every reader: the newest format, no file locks (a live writer
+    holds the file) and a bounded number of metadata read attempts."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_file_locking(False, True)
+    set_attempts = _hdf5_function("H5Pset_metadata_read_attempts")
+    if set_attempts is not None:
+        set_attempts(ctypes.c_int64(fapl.id), ctypes.c_uint(READ_ATTEMPTS))
+    return fapl
+
+
+def _hdf5_function(name: str) -> Any:
+    """A function of the HDF5 library that h5py itself loaded (h5py does not wrap every one of
+    them; property lists are only valid inside the library instance that made them), or None
+    where that library cannot be found: readers then keep HDF5's defaults."""
+    global _HDF5
+    if _HDF5 is None:
+        _HDF5 = _load_h5py_hdf5() or False
+    return getattr(_HDF5, name, None) if _HDF5 else None
+
+
+_HDF5: Any = None
+
+
+def _load_h5py_hdf5() -> ctypes.CDLL | None:
+    candidates: list[str] = []
+    try:  # Linux: the libraries mapped into this process (h5py is imported, so it is there)
+        with open("/proc/self/maps") as maps:
+            candidates += sorted({ln.split()[-1] for ln in maps if "/libhdf5" in ln})
+    except OSError:
+        pass
+    here = Path(h5py.__file__).parent  # macOS and Windows wheels keep the library beside h5py
+    candidates += [str(c) for pattern in (".dylibs/libhdf5*.dylib", "hdf5*.dll")
+                   for c in sorted(here.glob(pattern))]
+    for c in candidates:
+        if "hdf5_hl" in Path(c).name or not Path(c).is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(c)
+        except OSError:
+            continue
+        if hasattr(lib, "H5Pset_metadata_read_attempts"):
+            lib.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
+            lib.H5Pset_metadata_read_attempts.restype = ctypes.c_int
+            return lib
+    return None
+
+
+def _bad_checksum(exc: BaseException) -> bool:
+    return "checksum" in str(exc)
+
+
+def _cut_short(p: Path) -> RunFileCutShortError:
+    return RunFileCutShortError(
+        f"{p} is cut short or damaged: HDF5 found a bad checksum in its metadata (a copy of a "
+        "run taken while it was written, or cut off?); copy it again in full from its source")
 
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -391,6 +391,50 @@ def test_a_cut_short_copy_of_an_unclosed_run_is_refused(finished: Path, tmp_path
     assert main(["show", str(unclosed)]) == 0
 
 
+_EVERY_READER = """
+import sys, time
+from mortal import runs
+for path in sys.argv[1:]:
+    t = time.monotonic()
+    try:
+        for name in runs.populations(path):
+            runs.metrics(path, name), runs.final(path, name), runs.checkpoint(path, name)
+        runs.summary(path), runs.lineage(path)
+        verdict = "read"
+    except runs.RunFileCutShortError as exc:
+        verdict = "checksum" if "bad checksum" in str(exc) else "cut"
+    except runs.RunFileError:
+        verdict = "refused"
+    print(f"{verdict}:{time.monotonic() - t:.1f}")
+"""
+
+
+def test_a_copy_cut_inside_its_metadata_is_refused_at_once(finished: Path,
+                                                          tmp_path: Path) -> None:
+    """A copy of an unclosed run cut at any point, inside its metadata too: HDF5's SWMR reader
+    would retry a block with a bad checksum for ever (its default of 100 attempts, each wait
+    twice the last); every reader now refuses it within seconds (``runs.READ_ATTEMPTS``)."""
+    unclosed = tmp_path / "unclosed.h5"
+    unclosed.write_bytes(finished.read_bytes())
+    leave_open = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'a', libver='latest', "
+                  "locking=False); f.swmr_mode = True; f.flush(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", leave_open, str(unclosed)], check=True, env=ENV)
+    data = unclosed.read_bytes()
+    cuts = []
+    for frac in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99):
+        cuts.append(tmp_path / f"cut{frac}.h5")
+        cuts[-1].write_bytes(data[: int(frac * len(data))])
+    # one process reads them all (h5py imported once); the timeout stands for "without end"
+    r = subprocess.run([sys.executable, "-c", _EVERY_READER, *map(str, cuts)], env=ENV,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    verdicts = [line.split(":") for line in r.stdout.split()]
+    assert len(verdicts) == len(cuts)
+    assert all(v in ("checksum", "cut") for v, _ in verdicts), verdicts
+    assert "checksum" in {v for v, _ in verdicts}, verdicts  # cuts inside the metadata
+    assert max(float(s) for _, s in verdicts) < 20, verdicts
+
+
 def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:
