@@ -258,6 +258,7 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
                                     text=runs.config_text(path))
         cfg = cli_jobs.check_resume_config(path, requested)
         if runs.status(path) == "complete":
+            run_table(path)  # a complete run that does not read whole (a cut copy) is refused
             print(f"{path} is already complete; nothing to resume")
             return path
     else:

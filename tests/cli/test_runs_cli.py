@@ -363,17 +363,24 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
         release_lock(finished, fd)
 
 
+def _unclosed_copy(finished: Path, tmp_path: Path) -> Path:
+    """A copy of ``finished`` that a writer opened in SWMR mode and never closed (a live or
+    killed run, as far as readers can tell)."""
+    unclosed = tmp_path / "unclosed.h5"
+    unclosed.write_bytes(finished.read_bytes())
+    leave_open = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'a', libver='latest', "
+                  "locking=False); f.swmr_mode = True; f.flush(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", leave_open, str(unclosed)], check=True, env=ENV)
+    return unclosed
+
+
 def test_a_cut_short_copy_of_an_unclosed_run_is_refused(finished: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
     """A copy of a live or killed run (its writer never closed it, so the end-of-file check
     does not apply) cut short: SWMR reads would return zeros for the missing data; every
     reader refuses it in one line, and --resume neither starts the run over nor touches it."""
-    unclosed = tmp_path / "unclosed.h5"
-    unclosed.write_bytes(finished.read_bytes())
-    leave_open = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'a', libver='latest', "
-                  "locking=False); f.swmr_mode = True; f.flush(); os._exit(0)")
-    subprocess.run([sys.executable, "-c", leave_open, str(unclosed)], check=True, env=ENV)
+    unclosed = _unclosed_copy(finished, tmp_path)
     data = unclosed.read_bytes()
     assert data[11] != 0  # the superblock's consistency flags: a writer still has it open
     n = int(0.8 * len(data))  # past the metadata that opening the file reads
@@ -409,16 +416,13 @@ for path in sys.argv[1:]:
 """
 
 
-def test_a_copy_cut_inside_its_metadata_is_refused_at_once(finished: Path,
-                                                          tmp_path: Path) -> None:
+def test_a_copy_cut_inside_its_metadata_is_refused_at_once(finished: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
     """A copy of an unclosed run cut at any point, inside its metadata too: HDF5's SWMR reader
     would retry a block with a bad checksum for ever (its default of 100 attempts, each wait
     twice the last); every reader now refuses it within seconds (``runs.READ_ATTEMPTS``)."""
-    unclosed = tmp_path / "unclosed.h5"
-    unclosed.write_bytes(finished.read_bytes())
-    leave_open = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'a', libver='latest', "
-                  "locking=False); f.swmr_mode = True; f.flush(); os._exit(0)")
-    subprocess.run([sys.executable, "-c", leave_open, str(unclosed)], check=True, env=ENV)
+    unclosed = _unclosed_copy(finished, tmp_path)
     data = unclosed.read_bytes()
     cuts = []
     for frac in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99):
@@ -433,6 +437,11 @@ def test_a_copy_cut_inside_its_metadata_is_refused_at_once(finished: Path,
     assert all(v in ("checksum", "cut") for v, _ in verdicts), verdicts
     assert "checksum" in {v for v, _ in verdicts}, verdicts  # cuts inside the metadata
     assert max(float(s) for _, s in verdicts) < 20, verdicts
+    for c in cuts:  # the run was complete, but a cut copy is not "complete, nothing to resume"
+        assert main(["train", "--resume", str(c)]) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and "is cut short" in err, err
+        assert "nothing to resume" not in out
 
 
 def test_damaged_files_and_outputs_that_cannot_be_written(finished: Path, tmp_path: Path,
