@@ -117,18 +117,21 @@ _HDF5: Any = None
 
 
 def _load_h5py_hdf5() -> ctypes.CDLL | None:
-    candidates: list[str] = []
-    try:  # Linux: the libraries mapped into this process (h5py is imported, so it is there)
+    mapped: set[str] = set()
+    try:  # Linux: the libraries mapped into this process (h5py is imported, so its one is)
         with open("/proc/self/maps") as maps:
-            candidates += sorted({ln.split()[-1] for ln in maps if "/libhdf5" in ln})
+            mapped = {ln.split()[-1] for ln in maps if "/libhdf5" in ln}
     except OSError:
         pass
     here = Path(h5py.__file__).parent  # macOS and Windows wheels keep the library beside h5py
-    candidates += [str(c) for pattern in (".dylibs/libhdf5*.dylib", "hdf5*.dll")
-                   for c in sorted(here.glob(pattern))]
-    for c in candidates:
-        if "hdf5_hl" in Path(c).name or not Path(c).is_file():
-            continue
+    beside = {str(c) for pattern in (".dylibs/libhdf5*.dylib", "hdf5*.dll")
+              for c in here.glob(pattern)}
+    found = sorted(c for c in mapped | beside
+                   if "hdf5_hl" not in Path(c).name and Path(c).is_file())
+    # h5py's own copy (wheels: h5py.libs/, h5py/.dylibs/); else the only one in the process (a
+    # build against a shared HDF5). Another instance would not know h5py's property lists.
+    own = [c for c in found if any(part.startswith("h5py") for part in Path(c).parts)]
+    for c in own or (found if len(found) == 1 else []):
         try:
             lib = ctypes.CDLL(c)
         except OSError:
