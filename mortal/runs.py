@@ -13,6 +13,7 @@ an instance from its recipe and fab key).
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import tomllib
@@ -55,10 +56,10 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         raise RunFileError(f"{p} is not an HDF5 run file ({_short(exc)})") from None
     f = h5py.File(fid)
     try:
-        if _root_attribute(f, "format", p) != FORMAT:
+        if _root_attribute(f, "format") != FORMAT:
             raise RunFileError(f"{p} is an HDF5 file but not a mortal run file (no "
                                f"format='{FORMAT}' attribute)")
-        version = int(_root_attribute(f, "schema_version", p, -1))
+        version = int(_root_attribute(f, "schema_version", -1))
         if version > SCHEMA_VERSION:
             raise RunFileError(f"{p} has run-file schema {version}, newer than this mortal "
                                f"reads ({SCHEMA_VERSION}); upgrade mortal")
@@ -73,14 +74,14 @@ def open_run(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         f.close()
 
 
-def _root_attribute(f: h5py.File, name: str, p: Path, default: Any = None) -> Any:
+def _root_attribute(f: h5py.File, name: str, default: Any = None) -> Any:
     """An attribute of the file's root; ``default`` if it has none (``attrs.get`` would also
-    answer ``default`` for an attribute it cannot read)."""
+    answer ``default`` for an attribute it cannot read, which ``open_run`` must refuse)."""
     try:
         return f.attrs[name]
     except KeyError as exc:
         if _bad_checksum(exc):
-            raise _cut_short(p) from None
+            raise
         return default
 
 
@@ -97,23 +98,23 @@ def _reader_access() -> h5py.h5p.PropFAID:
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_file_locking(False, True)
-    set_attempts = _hdf5_function("H5Pset_metadata_read_attempts")
+    set_attempts = _set_metadata_read_attempts()
     if set_attempts is not None:
-        set_attempts(ctypes.c_int64(fapl.id), ctypes.c_uint(READ_ATTEMPTS))
+        set_attempts(fapl.id, READ_ATTEMPTS)
     return fapl
 
 
-def _hdf5_function(name: str) -> Any:
-    """A function of the HDF5 library that h5py itself loaded (h5py does not wrap every one of
-    them; property lists are only valid inside the library instance that made them), or None
-    where that library cannot be found: readers then keep HDF5's defaults."""
-    global _HDF5
-    if _HDF5 is None:
-        _HDF5 = _load_h5py_hdf5() or False
-    return getattr(_HDF5, name, None) if _HDF5 else None
-
-
-_HDF5: Any = None
+@functools.cache
+def _set_metadata_read_attempts() -> Any:
+    """``H5Pset_metadata_read_attempts`` of the HDF5 library that h5py itself loaded (h5py does
+    not wrap it; property lists are only valid inside the library instance that made them), or
+    None where that library cannot be found: readers then keep HDF5's defaults."""
+    lib = _load_h5py_hdf5()
+    if lib is None:
+        return None
+    fn = lib.H5Pset_metadata_read_attempts
+    fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+    return fn
 
 
 def _load_h5py_hdf5() -> ctypes.CDLL | None:
@@ -137,8 +138,6 @@ def _load_h5py_hdf5() -> ctypes.CDLL | None:
         except OSError:
             continue
         if hasattr(lib, "H5Pset_metadata_read_attempts"):
-            lib.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
-            lib.H5Pset_metadata_read_attempts.restype = ctypes.c_int
             return lib
     return None
 
