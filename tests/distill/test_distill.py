@@ -96,6 +96,10 @@ def test_one_hot_teacher_reduces_distillation_to_plain_ff() -> None:
     hard = jnp.argmax(ff.goodness_scores(t_single.device, x, CFG, None), -1)
     plain = students
     spe = ff.steps_per_epoch(40, CFG)
+    # one compiled minibatch step, called step by step (op-by-op dispatch of an eager vmap costs
+    # most of this test's time otherwise)
+    step_all = jax.jit(jax.vmap(lambda s, xb, yb, k: ff.train_step(s, xb, yb, k, scfg, spe),
+                                in_axes=(0, None, None, 0)))
     for e in range(2):
         k_order, _ = jax.random.split(jax.random.key(30 + e))
         order = jax.random.permutation(k_order, 40)[: spe * CFG.batch_size].reshape(spe, -1)
@@ -103,8 +107,7 @@ def test_one_hot_teacher_reduces_distillation_to_plain_ff() -> None:
         for step in range(spe):
             idx = order[step]
             skeys = jax.vmap(lambda k, step=step: jax.random.fold_in(k, step))(ekeys)
-            plain, _ = jax.vmap(lambda s, k, idx=idx: ff.train_step(
-                s, x[idx], hard[idx], k, scfg, spe))(plain, skeys)
+            plain, _ = step_all(plain, x[idx], hard[idx], skeys)
     for a, b in zip(distilled.device.state.weights, plain.device.state.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
