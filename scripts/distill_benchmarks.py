@@ -425,7 +425,8 @@ def main() -> None:
                 ("teacher_state", args.teacher_state)))
             if args.no_controls:
                 if same and all(k in old for k in controls):
-                    row.update({k: old[k] for k in controls},
+                    row.update({k: old[k] for k in (*controls, "hard_label_agreement",
+                                                     "mean_hard_label_agreement") if k in old},
                                controls_revision=old.get("controls_revision",
                                                          old.get("git_revision")))
                 else:
@@ -433,8 +434,14 @@ def main() -> None:
                           "learner; the row has no control arms", flush=True)
             else:
                 hard = _train_ff(rram, n, x, y, cfg, s + 100)
-                row["hard_label_error"] = _errors(hard, xt, yt, cfg, s + 4)
+                h_scores = _scores(hard, xt, cfg, s + 4)
+                row["hard_label_error"] = [float(np.mean(a.argmax(-1) != yt)) for a in h_scores]
                 row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
+                # how far devices trained on the labels alone agree with the teacher: what
+                # the students' agreement owes to the labels, not to the teacher's answers
+                row["hard_label_agreement"] = [
+                    float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1))) for a in h_scores]
+                row["mean_hard_label_agreement"] = float(np.mean(row["hard_label_agreement"]))
                 fresh = devices.spawn(rram, n, jax.random.key(s + 100))
                 copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
                     fresh, jax.random.split(jax.random.key(s + 5), n))
@@ -549,7 +556,9 @@ def print_table(r: dict[str, Any]) -> None:
              f"{100 * o['mean_agreement']:.1f}%{_ceiling(o)}"),
         ]
         if "mean_hard_label_error" in o:
-            table += [("same students, hard labels", 100 * o["mean_hard_label_error"], ""),
+            agree = (f"agreement {100 * o['mean_hard_label_agreement']:.1f}%"
+                     if "mean_hard_label_agreement" in o else "")
+            table += [("same students, hard labels", 100 * o["mean_hard_label_error"], agree),
                       ("weight copy into the students", 100 * o["mean_weight_copy_error"],
                        "immortal control arm")]
     if "fraction" in r:

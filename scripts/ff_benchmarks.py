@@ -161,6 +161,8 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
             which = "test" if last else "val"
             row[f"{which}_goodness_error"] = np.asarray(ev["goodness_error"]).round(5).tolist()
             row[f"{which}_softmax_error"] = np.asarray(ev["softmax_error"]).round(5).tolist()
+            if last and n > 1:
+                row["test_goodness_agreement"] = _agreement(np.asarray(ev["goodness_pred"]))
         result["history"].append(row)
         print(f"[{name}] epoch {epoch + 1}/{epochs} {epoch_s:.1f}s "
               f"ff_loss {np.mean(row['ff_loss']):.3f} readout_acc "
@@ -173,6 +175,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
     result["summary"] = {
         "test_goodness_error_median": float(np.median(g)), "test_goodness_error_min": float(
             g.min()), "test_goodness_error_max": float(g.max()),
+        **_pair_summary(final.get("test_goodness_agreement")),
         "test_softmax_error_median": float(np.median(s)), "test_softmax_error_min": float(
             s.min()), "test_softmax_error_max": float(s.max()),
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -182,6 +185,25 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
     result["complete"] = True
     _write_json(out, result)
     return result
+
+
+def _agreement(pred: np.ndarray) -> list[list[float]]:
+    """``(P, P)`` fraction of images on which devices ``i`` and ``j`` give the same answer, from
+    their predictions ``(P, N)``: how alike independently trained instances of one recipe are
+    (the baseline for a distilled student's top-1 agreement with its teacher)."""
+    same = (pred[:, None, :] == pred[None, :, :]).mean(-1)
+    return same.round(5).tolist()
+
+
+def _pair_summary(matrix: list[list[float]] | None) -> dict[str, float]:
+    """Median, min and max of the agreement over all pairs of distinct devices."""
+    if matrix is None:
+        return {}
+    a = np.asarray(matrix)
+    pairs = a[np.triu_indices(a.shape[0], 1)]
+    return {"test_goodness_agreement_median": float(np.median(pairs)),
+            "test_goodness_agreement_min": float(pairs.min()),
+            "test_goodness_agreement_max": float(pairs.max())}
 
 
 def save_state(path: Path, state: ff.FFState, spec: devices.DeviceSpec, cfg: ff.FFConfig
@@ -227,10 +249,16 @@ def main() -> None:
     # every dataset is read (and MD5-checked) before the first experiment trains
     datasets = {d: data.load(d, args.data_dir)
                 for d in dict.fromkeys(EXPERIMENTS[n].dataset for n in args.experiments)}
-    rows = []
+    rows, notes = [], []
     for name in args.experiments:
         r = run(name, EXPERIMENTS[name], datasets[EXPERIMENTS[name].dataset], args)
         sm = r["summary"]
+        if "test_goodness_agreement_median" in sm:
+            notes.append(f"{name}: top-1 agreement between two of its devices (goodness "
+                         f"readout, test images): median "
+                         f"{100 * sm['test_goodness_agreement_median']:.2f}%, min "
+                         f"{100 * sm['test_goodness_agreement_min']:.2f}%, max "
+                         f"{100 * sm['test_goodness_agreement_max']:.2f}%")
         rows.append((name, r["preset"], r["n_devices"], r["epochs"],
                      100 * sm["test_goodness_error_median"], 100 * sm["test_goodness_error_min"],
                      100 * sm["test_goodness_error_max"], 100 * sm["test_softmax_error_median"],
@@ -245,6 +273,8 @@ def main() -> None:
     print(fmt.format(*header))
     for row in rows:
         print(fmt.format(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row)))
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":
