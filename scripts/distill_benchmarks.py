@@ -131,13 +131,15 @@ def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array
     return students, history
 
 
-def load_state(path: str) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
-    """A population saved by ``scripts/ff_benchmarks.py --save-state`` (devices included)."""
+def load_state(path: str, flag: str = "--teacher-state"
+               ) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
+    """A population saved by ``scripts/ff_benchmarks.py --save-state`` (devices included); a
+    file that is not one stops the script with one line naming ``flag`` and ``path``."""
     try:
         z = np.load(path)
         meta = json.loads(str(z["__meta__"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"--teacher-state {path}: not a device state saved by "
+        raise SystemExit(f"{flag} {path}: not a device state saved by "
                          f"scripts/ff_benchmarks.py --save-state ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     spec = devices.DeviceSpec.from_dict(meta["recipe"])

@@ -96,3 +96,35 @@ def test_overrides_are_typed_like_the_command_line() -> None:
                    "layer_lr_scale": (1.0, 2.0, 3.0)}
     assert isinstance(got["label_strength"], float)
     assert parse_overrides([], parser) == {}
+
+
+def test_an_unreadable_saved_state_is_one_line_for_the_agreement_script(tmp_path: Path) -> None:
+    bad = tmp_path / "devices.npz"
+    bad.write_text("not an array file")
+    p = _script("device_agreement.py", str(bad), "--out", str(tmp_path / "out.json"))
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert _last_line(p.stderr).startswith(f"state {bad}: not a device state"), p.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_agreement_between_devices_counts_same_answers_and_who_was_right() -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from device_agreement import agreement_table
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    import numpy as np
+
+    y = np.array([0, 1, 2, 3])
+    preds = np.array([[0, 1, 2, 3],    # always right
+                      [0, 1, 2, 0],    # wrong on the last image
+                      [0, 2, 2, 1]])   # wrong on images 1 and 3
+    t = agreement_table(preds, y)
+    a = np.asarray(t["agreement"])
+    np.testing.assert_allclose(a, [[1, 0.75, 0.5], [0.75, 1, 0.5], [0.5, 0.5, 1]])
+    one = np.asarray(t["disagreements_one_right"])
+    assert one[0, 1] == 1.0 and one[0, 2] == 1.0  # device 0 is right wherever it differs
+    assert one[1, 2] == 0.5  # image 1: device 1 right; image 3: both wrong, differently
+    assert t["pair_agreement_median"] == 0.5
+    assert t["pair_agreement_min"] == 0.5 and t["pair_agreement_max"] == 0.75
