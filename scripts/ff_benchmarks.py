@@ -39,6 +39,7 @@ import devices  # noqa: E402
 from mortal import data, ff, runlog  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from _agreement import agreement_table  # noqa: E402
 from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
 from _revision import git_revision  # noqa: E402
@@ -145,6 +146,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
         "history": [],
     }
     start = time.perf_counter()
+    agreement_summary: dict[str, float] = {}  # pairwise agreement, set at the last epoch
     for epoch in range(epochs):
         keys, order = ff.epoch_keys(train_key, epoch, n, cfg)
         t0 = time.perf_counter()
@@ -162,7 +164,10 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
             row[f"{which}_goodness_error"] = np.asarray(ev["goodness_error"]).round(5).tolist()
             row[f"{which}_softmax_error"] = np.asarray(ev["softmax_error"]).round(5).tolist()
             if last and n > 1:
-                row["test_goodness_agreement"] = _agreement(np.asarray(ev["goodness_pred"]))
+                pairs = agreement_table(np.asarray(ev["goodness_pred"]), np.asarray(split[1]))
+                row["test_goodness_agreement"] = pairs["agreement"]
+                agreement_summary = {f"test_goodness_agreement_{k}": pairs[f"pair_agreement_{k}"]
+                                     for k in ("median", "min", "max")}
         result["history"].append(row)
         print(f"[{name}] epoch {epoch + 1}/{epochs} {epoch_s:.1f}s "
               f"ff_loss {np.mean(row['ff_loss']):.3f} readout_acc "
@@ -175,7 +180,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
     result["summary"] = {
         "test_goodness_error_median": float(np.median(g)), "test_goodness_error_min": float(
             g.min()), "test_goodness_error_max": float(g.max()),
-        **_pair_summary(final.get("test_goodness_agreement")),
+        **agreement_summary,
         "test_softmax_error_median": float(np.median(s)), "test_softmax_error_min": float(
             s.min()), "test_softmax_error_max": float(s.max()),
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -185,25 +190,6 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
     result["complete"] = True
     _write_json(out, result)
     return result
-
-
-def _agreement(pred: np.ndarray) -> list[list[float]]:
-    """``(P, P)`` fraction of images on which devices ``i`` and ``j`` give the same answer, from
-    their predictions ``(P, N)``: how alike independently trained instances of one recipe are
-    (the baseline for a distilled student's top-1 agreement with its teacher)."""
-    same = (pred[:, None, :] == pred[None, :, :]).mean(-1)
-    return same.round(5).tolist()
-
-
-def _pair_summary(matrix: list[list[float]] | None) -> dict[str, float]:
-    """Median, min and max of the agreement over all pairs of distinct devices."""
-    if matrix is None:
-        return {}
-    a = np.asarray(matrix)
-    pairs = a[np.triu_indices(a.shape[0], 1)]
-    return {"test_goodness_agreement_median": float(np.median(pairs)),
-            "test_goodness_agreement_min": float(pairs.min()),
-            "test_goodness_agreement_max": float(pairs.max())}
 
 
 def save_state(path: Path, state: ff.FFState, spec: devices.DeviceSpec, cfg: ff.FFConfig

@@ -111,7 +111,7 @@ def test_an_unreadable_saved_state_is_one_line_for_the_agreement_script(tmp_path
 def test_agreement_between_devices_counts_same_answers_and_who_was_right() -> None:
     sys.path.insert(0, str(SCRIPTS))
     try:
-        from device_agreement import agreement_table
+        from _agreement import agreement_table
     finally:
         sys.path.remove(str(SCRIPTS))
     import numpy as np
