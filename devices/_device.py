@@ -28,8 +28,9 @@ def _register(cls: type, meta: tuple[str, ...] = ()) -> type:
 @dataclass(frozen=True)
 class LayerPhysics:
     """Hidden physics of one layer, all drawn at fab time (d2d). Shapes: synapse arrays
-    ``(n_in + 1, n_out)`` (last row: the bias line), neuron arrays ``(n_out,)``; float32 unless
-    said. ``None``: the recipe's nominal value holds for every element."""
+    ``(n_in + 1, n_out)`` (last row: the bias line; ``(cells, n_in + 1, n_out)`` with several
+    cells per synapse, except ``mask``), neuron arrays ``(n_out,)``; float32 unless said.
+    ``None``: the recipe's nominal value holds for every element."""
 
     mask: Array | None  # bool: the synapse exists
     read_gain: Array | None  # multiplies the stored weight in the forward pass
@@ -52,8 +53,10 @@ class DeviceState:
     """What changes during a device's life.
 
     ``weights[l]``: stored conductances of layer ``l``, ``(n_in + 1, n_out)`` float32, normalised
-    units. ``offsets[l]``: the read offset left by the last write of each synapse (write noise,
-    c2c), or ``None`` when the recipe has no write noise. ``age``: device time in seconds (scalar).
+    units (``(cells, n_in + 1, n_out)`` with several cells per synapse; see ``SynapseSpec``).
+    ``offsets[l]``: the read offset left by the last write of each synapse (write noise, c2c;
+    the shape of ``weights[l]``), or ``None`` when the recipe has no write noise. ``age``: device
+    time in seconds (scalar).
     """
 
     weights: tuple[Array, ...]
@@ -102,6 +105,21 @@ class Measurement:
 for _cls in (LayerPhysics, DeviceState, Measurement):
     _register(_cls)
 _register(Device, meta=("spec",))
+
+
+def synapse_shape(layer: LayerSpec) -> tuple[int, ...]:
+    """Shape of a layer's per-synapse state and physics arrays: ``(n_in + 1, n_out)``, with a
+    leading cell axis ``(cells, n_in + 1, n_out)`` when the recipe has several cells per synapse
+    (the connectivity mask is per synapse and never has it)."""
+    shape = (layer.n_in + 1, layer.n_out)
+    cells = layer.synapse.cells
+    return shape if cells == 1 else (cells, *shape)
+
+
+def mean_over_cells(w: Array, layer: LayerSpec) -> Array:
+    """A synapse's weight from its cells: the mean over the cell axis (``w`` as is for one
+    cell). ``w``: ``synapse_shape(layer)``; returns ``(n_in + 1, n_out)``."""
+    return w if layer.synapse.cells == 1 else jnp.mean(w, axis=0)
 
 
 def nominal(value: Array | None, default: float) -> Array | float:

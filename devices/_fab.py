@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _noise
-from ._device import Device, DeviceState, LayerPhysics, bounds, pin
+from ._device import Device, DeviceState, LayerPhysics, bounds, pin, synapse_shape
 from ._spec import DeviceSpec, LayerSpec
 
 Array = jax.Array
@@ -62,7 +62,7 @@ def _connectivity(key: Array, layer: LayerSpec) -> Array | None:
 
 def _layer_physics(key: Array, layer: LayerSpec, spec: DeviceSpec) -> LayerPhysics:
     syn, neu, aging = layer.synapse, layer.neuron, spec.aging
-    shape = (layer.n_in + 1, layer.n_out)
+    shape = synapse_shape(layer)  # with a leading cell axis when a synapse has several cells
     n = (layer.n_out,)
 
     def per_synapse(stream: int, nominal: float, sigma: float) -> Array | None:
@@ -119,7 +119,8 @@ def _layer_physics(key: Array, layer: LayerSpec, spec: DeviceSpec) -> LayerPhysi
 
 def _initial_weights(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
     """Digital weights ``init_scale · N(0, 1) / sqrt(fan_in)`` per neuron as conductances
-    (divided by the read gain; bias row 0), clipped, pinned."""
+    (divided by the read gain; bias row 0), clipped, pinned; every cell of a synapse starts at
+    its synapse's value (then clipped to its own bounds)."""
     syn = layer.synapse
     z = jax.random.normal(_stream(key, _INIT), (layer.n_in, layer.n_out), jnp.float32)
     if phys.mask is None:
@@ -128,6 +129,7 @@ def _initial_weights(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
         fan_in = jnp.maximum(phys.mask[:-1].sum(axis=0), 1).astype(jnp.float32)
     w = syn.init_scale * z / jnp.sqrt(fan_in) / layer.read.gain  # digital → conductance
     w = jnp.concatenate([w, jnp.zeros((1, layer.n_out), jnp.float32)], axis=0)
+    w = jnp.broadcast_to(w, synapse_shape(layer))
     lo, hi = bounds(phys, layer)
     if not (math.isinf(syn.w_min) and math.isinf(syn.w_max)):
         w = jnp.clip(w, lo, hi)
@@ -147,8 +149,9 @@ def offset_from_normal(xi: Array, layer: LayerSpec, phys: LayerPhysics) -> Array
 
 
 def write_offset(key: Array, layer: LayerSpec, phys: LayerPhysics) -> Array:
-    """A fresh read offset left by a write: ``write_noise · dw_min · N(0, 1)`` (c2c)."""
-    shape = (layer.n_in + 1, layer.n_out)
+    """A fresh read offset left by a write: ``write_noise · dw_min · N(0, 1)`` (c2c), one per
+    cell."""
+    shape = synapse_shape(layer)
     return offset_from_normal(_noise.normal(key, shape), layer, phys)
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from . import _noise
 from ._curves import transfer
-from ._device import Device, LayerPhysics, Measurement
+from ._device import Device, LayerPhysics, Measurement, mean_over_cells
 from ._matmul import matmul
 from ._spec import LayerSpec, ReadSpec
 
@@ -74,7 +74,8 @@ def adc(y: Array, read: ReadSpec, nonnegative: bool) -> Array:
 
 
 def effective_weights(w: Array, offset: Array | None, phys: LayerPhysics) -> Array:
-    """What the forward pass sees: ``read_gain · (w + offset)``, 0 where no synapse exists."""
+    """What the forward pass sees of each cell: ``read_gain · (w + offset)``, 0 where no synapse
+    exists (a synapse of several cells reads the mean of this over its cells)."""
     if offset is not None:
         w = w + offset
     if phys.read_gain is not None:
@@ -93,7 +94,7 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
            ) -> tuple[Array, Array]:
     read = layer.read
     v = dac(x, read)
-    weights = effective_weights(w, offset, phys)
+    weights = mean_over_cells(effective_weights(w, offset, phys), layer)
     bias_v = 1.0 if layer.connectivity.bias else 0.0
     currents = matmul(v, weights[:-1], matmul_dtype) + bias_v * weights[-1]
     scale = full_scale(read)  # the periphery rescales the analog result to digital units

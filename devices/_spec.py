@@ -240,6 +240,17 @@ class SynapseSpec:
       * ``write_noise`` (c2c): std, in units of ``dw_min``, of a read offset that the forward pass
         sees on top of the stored weight, redrawn each time a synapse is written (aihwkit
         ``write_noise_std``). 0 disables it (and its state array).
+
+    Cells (a design choice of the array, fixed at fab):
+      * ``cells``: conductance cells per synapse, read in parallel (Boybat et al. 2018, Nat.
+        Commun. 9, 2514, "multi-memristive synapses"; aihwkit's ``VectorUnitCell``). The synapse's
+        weight is the mean of its cells. Each ``program`` call writes one cell per layer, chosen
+        at random (c2c) for the whole layer, with ``cells`` times the requested change, so the
+        mean moves as asked; its write noise and pulse step reach the weight divided by
+        ``cells``, and the offsets of ``N`` cells average to ``1/sqrt(N)`` of one cell's. Every
+        cell has its own d2d physics (bounds, steps, faults, drift) and offset; the connectivity
+        is per synapse. With ``cells > 1`` the per-synapse arrays of physics and state carry a
+        leading cell axis: ``(cells, n_in + 1, n_out)``. 1 (the default): one cell, no axis.
     """
 
     w_min: float = -1.0
@@ -257,6 +268,7 @@ class SynapseSpec:
     stuck_zero_rate: float = 0.0
     stuck_bound_rate: float = 0.0
     init_scale: float = 1.0
+    cells: int = 1
 
     def validate(self, path: str = "synapse") -> None:
         if self.update_model not in UPDATE_MODELS:
@@ -289,6 +301,9 @@ class SynapseSpec:
         if self.stuck_bound_rate > 0 and unbounded:
             _fail(f"{path}.stuck_bound_rate", "needs finite bounds to be stuck at")
         _check_nonnegative(f"{path}.init_scale", self.init_scale)
+        if not isinstance(self.cells, int) or isinstance(self.cells, bool) or self.cells < 1:
+            _fail(f"{path}.cells", f"must be an integer >= 1 (cells per synapse), got "
+                                   f"{self.cells!r}")
         if self.update_model == "soft_bounds":
             lo, hi = self.w_min, self.w_max
             dw = self.dw_min * math.exp(3 * self.dw_min_sigma) * (1 + abs(self.up_down) + 3 *

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -75,8 +76,33 @@ def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, xi: A
     return jnp.clip(target, lo, hi)
 
 
+_CELL_STREAM = 1  # fold_in(key, ·) that chooses the written cell (the noise uses key itself)
+_PER_SYNAPSE = ("read_gain", "w_min", "w_max", "dw_up", "dw_down", "stuck", "drift_nu")
+
+
 def _program_layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
                    request: Array, key: Array) -> tuple[Array, Array | None]:
+    cells = layer.synapse.cells
+    if cells == 1:
+        return _program_cell(layer, phys, w, offset, request, key)
+    # several cells per synapse: one cell of the layer, drawn at random, takes the whole change,
+    # scaled so that the synapse's mean moves by the request
+    k = jax.random.randint(jax.random.fold_in(key, _CELL_STREAM), (), 0, cells)
+
+    def cell(a: Array | None) -> Array | None:
+        return None if a is None else jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
+
+    phys_k = dataclasses.replace(phys, **{f: cell(getattr(phys, f)) for f in _PER_SYNAPSE})
+    new_k, offset_k = _program_cell(layer, phys_k, cell(w), cell(offset), cells * request, key)
+    w = jax.lax.dynamic_update_index_in_dim(w, new_k, k, 0)
+    if offset is not None:
+        offset = jax.lax.dynamic_update_index_in_dim(offset, offset_k, k, 0)
+    return w, offset
+
+
+def _program_cell(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
+                  request: Array, key: Array) -> tuple[Array, Array | None]:
+    """Write one cell per synapse: arrays ``(n_in + 1, n_out)``."""
     syn = layer.synapse
     if syn.update_model == "ideal":
         new = w + request
@@ -125,7 +151,8 @@ def program(device: Device, requests: tuple[Array, ...] | list[Array], *, key: A
             noise). Required even for exact updates, so code never depends on the recipe.
     Returns:
         The device with new state. What was actually written is not reported: stuck and absent
-        synapses do not move, pulses are finite and noisy, bounds saturate.
+        synapses do not move, pulses are finite and noisy, bounds saturate. With several cells
+        per synapse, one cell per layer (drawn from ``key``) takes ``cells`` times the request.
     """
     spec = device.spec
     if device.population_size is not None:

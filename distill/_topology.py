@@ -217,7 +217,14 @@ def copy_weights(teacher: ff.FFState, student_device: devices.Device, *, key: Ar
     computes. Works when the physics match (``ideal`` → ``ideal``); fails when they differ."""
     t_w = devices.inspect(teacher.device)["layers"]
     s_w = devices.inspect(student_device)["layers"]
-    requests = tuple(t["weights"] - s["weights"] for t, s in zip(t_w, s_w, strict=True))
+
+    def synapse_weights(w: Array, spec: devices.DeviceSpec, idx: int) -> Array:
+        # a synapse of several cells holds the mean of its cells (cell axis: -3)
+        return w if spec.layer(idx).synapse.cells == 1 else w.mean(axis=-3)
+
+    requests = tuple(synapse_weights(t["weights"], teacher.device.spec, i)
+                     - synapse_weights(s["weights"], student_device.spec, i)
+                     for i, (t, s) in enumerate(zip(t_w, s_w, strict=True)))
     programmed = devices.program(student_device, requests, key=key)
     return dataclasses.replace(teacher, device=programmed)
 

@@ -27,6 +27,13 @@ smoothing 0.98; ``scripts/results/rram_ablation_accumulate.json``)::
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
         --val 10000 --only "smoothing 0.98" --out scripts/results/rram_ablation_accumulate.json
 
+Session 24 rows (several cells per synapse, ``SynapseSpec.cells``, on top of the session-20
+recipe; ``scripts/results/rram_ablation_cells.json``)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
+        --val 10000 --only cells "goodness belief, ideal, strength 2, smooth 0.98" \
+        --out scripts/results/rram_ablation_cells.json
+
 Session 19 rows (negatives from the goodness belief; learning rate 0.02, per-layer learning-rate
 scaling and Adam on top; session 20: when the learning rate starts to decay;
 ``scripts/results/rram_ablation_gbelief.json``)::
@@ -179,6 +186,13 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            (", decay from 0.9, dead zone 0.5, lr 0.02",
             {"lr_decay_start": 0.9, "dead_zone": 0.5, "lr": 0.02}),
        )},
+    # session 24: several cells per synapse (Boybat et al. 2018; SynapseSpec.cells), each write
+    # to one cell chosen at random: the write noise reaches the weight divided by the cells;
+    # run with --train 50000 --epochs 3 --val 10000 --only "cells"
+    **{f"goodness belief, rram, gain 0.12, strength 2, smooth 0.98, decay from 0.9, cells {c}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                 "lr_decay_start": 0.9}, {"read": {"gain": 0.12}, "synapse": {"cells": c}})
+       for c in (1, 2, 4, 8)},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
