@@ -106,10 +106,15 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
-          matmul_dtype: str = "float32") -> tuple[devices.DeviceSpec, ff.FFConfig]:
+          matmul_dtype: str = "float32", cells: int = 1
+          ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
     spec = devices.preset(exp.preset, exp.widths).replace(matmul_dtype=matmul_dtype)
     for part, changes in exp.spec_changes.items():
         spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
+    if cells != 1:
+        syn = spec.synapse
+        spec = spec.replace(synapse=tuple(dataclasses.replace(s, cells=cells) for s in syn)
+                            if isinstance(syn, tuple) else dataclasses.replace(syn, cells=cells))
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
     ff.check_fits(spec, cfg)
     return spec, cfg
@@ -124,7 +129,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def run(name: str, exp: Experiment, ds: data.Dataset,
         args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
-    spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype)
+    spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype, args.cells)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -223,15 +228,19 @@ def main() -> None:
                         help="operand precision of the crossbar and request products "
                         "(DeviceSpec.matmul_dtype; bfloat16: what accelerators' matrix units "
                         "compute fast), to measure its effect on accuracy")
+    parser.add_argument("--cells", type=int, default=1,
+                        help="conductance cells per synapse (SynapseSpec.cells: the weight is "
+                        "their mean, each write goes to one of them), e.g. --cells 4 --tag "
+                        "cells4")
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set, parser, reserved={"epochs": "--epochs"})
     for name in args.experiments:  # every combination is checked before hours of training
         try:
-            build(EXPERIMENTS[name], 1, args.overrides)
+            build(EXPERIMENTS[name], 1, args.overrides, cells=args.cells)
         except (TypeError, ValueError) as exc:
-            parser.error(f"--set with {name}: {exc}")
+            parser.error(f"--set or --cells with {name}: {exc}")
     # every dataset is read (and MD5-checked) before the first experiment trains
     datasets = {d: data.load(d, args.data_dir)
                 for d in dict.fromkeys(EXPERIMENTS[n].dataset for n in args.experiments)}
