@@ -23,7 +23,7 @@ def _requests(d: devices.Device, value: float) -> tuple[jax.Array, ...]:
 
 def test_cells_must_be_a_positive_integer() -> None:
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(SpecError, match="synapse.cells"):
+        with pytest.raises(SpecError, match=r"synapse\.cells"):
             DeviceSpec((4, 3), synapse=SynapseSpec(cells=bad))
 
 
