@@ -118,8 +118,21 @@ def synapse_shape(layer: LayerSpec) -> tuple[int, ...]:
 
 def mean_over_cells(w: Array, layer: LayerSpec) -> Array:
     """A synapse's weight from its cells: the mean over the cell axis (``w`` as is for one
-    cell). ``w``: ``synapse_shape(layer)``; returns ``(n_in + 1, n_out)``."""
-    return w if layer.synapse.cells == 1 else jnp.mean(w, axis=0)
+    cell). ``w``: ``synapse_shape(layer)``; returns ``(n_in + 1, n_out)``.
+
+    The cells are added one after another and the sum divided by their count, which is what
+    ``jnp.mean(w, axis=0)`` computes, to the bit, on XLA's CPU backend; written out, the sum is
+    one fused elementwise pass instead of a reduction over the major axis, which XLA's CPU
+    backend runs about 10x slower (784-1000-1000-1000 `rram`, 8 cells: a 100-image `measure`
+    took 166 ms with ``jnp.mean``, 17 ms with this).
+    """
+    cells = layer.synapse.cells
+    if cells == 1:
+        return w
+    total = w[0]
+    for c in range(1, cells):
+        total = total + w[c]
+    return total / cells
 
 
 def nominal(value: Array | None, default: float) -> Array | float:

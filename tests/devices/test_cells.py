@@ -11,6 +11,7 @@ import pytest
 
 import devices
 from devices import DeviceSpec, SpecError, SynapseSpec
+from devices._device import mean_over_cells, synapse_shape
 
 
 def _cells(spec: DeviceSpec, cells: int) -> DeviceSpec:
@@ -101,3 +102,14 @@ def test_a_population_of_multi_cell_devices_vmaps(key: jax.Array) -> None:
     w0, w1 = np.asarray(new.state.weights[0]), np.asarray(aged.state.weights[0])
     assert w1.shape == (3, 2, 11, 6) and np.all(np.abs(w1) <= np.abs(w0))
     assert np.mean(w1[:, 1] != w0[:, 1]) > 0.5
+
+
+@pytest.mark.parametrize("cells", [2, 3, 5, 8])
+def test_the_mean_over_cells_is_numpys_mean_to_the_bit(cells: int) -> None:
+    # the read path sums the cells one after another (fast on XLA's CPU backend); the runs
+    # recorded with jnp.mean must reproduce bit for bit
+    layer = _cells(devices.preset("rram", (6, 4)), cells).layers[0]
+    w = jax.random.normal(jax.random.key(cells), synapse_shape(layer)) * 3.0
+    got = jax.jit(lambda a: mean_over_cells(a, layer))(w)
+    assert got.shape == (7, 4)
+    assert np.array_equal(np.asarray(got), np.asarray(jax.jit(lambda a: jnp.mean(a, 0))(w)))
