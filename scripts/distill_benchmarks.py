@@ -250,6 +250,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60,
                         help="FF epochs of every trained or distilled population")
     parser.add_argument("--students", type=int, default=8)
+    parser.add_argument("--student-cells", type=int, default=1, metavar="N",
+                        help="conductance cells per synapse of every rram student and control "
+                        "device (SynapseSpec.cells, Boybat et al. 2018); the teacher keeps its "
+                        "own recipe (default 1)")
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--fraction-epochs", type=int, default=None,
                         help="epochs over the small transfer set (default: as many steps as "
@@ -327,6 +331,15 @@ def main() -> None:
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
+    teacher_rram = rram  # a teacher trained here: one cell per synapse, whatever the students
+    if args.student_cells != 1:
+        try:
+            syn = rram.synapse
+            rram = rram.replace(synapse=tuple(
+                dataclasses.replace(sy, cells=args.student_cells) for sy in syn)
+                if isinstance(syn, tuple) else dataclasses.replace(syn, cells=args.student_cells))
+        except devices.SpecError as exc:
+            parser.error(f"--student-cells: {exc}")
     ds = data.load(args.dataset, args.data_dir)
     try:
         cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **{**cfg_kw, **overrides})
@@ -377,7 +390,7 @@ def main() -> None:
                    # what the students used: the flag, else the learner config's (--set)
                    student_negatives=args.student_negatives or cfg.negatives,
                    student_negative_belief=args.student_negative_belief or cfg.negative_belief,
-                   jitter=args.jitter,
+                   jitter=args.jitter, student_cells=args.student_cells,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
@@ -402,7 +415,7 @@ def main() -> None:
                                  f"embedding ({', '.join(embed)}) than the {args.dataset} setup")
             teacher = jax.tree.map(lambda a: a[:1], teacher)
         else:
-            teacher = _train_ff(rram, 1, x, y, cfg, s)
+            teacher = _train_ff(teacher_rram, 1, x, y, cfg, s)
         # the teacher read 5 times (independent read noise); the first read is the reference
         t_scores = np.stack([_scores(teacher, xt, cfg, s + 2 + 1000 * r)[0] for r in range(5)])
         print(f"teacher: test error {100 * np.mean(t_scores[0].argmax(-1) != yt):.2f}% "
@@ -420,9 +433,10 @@ def main() -> None:
             row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
             controls = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
                         "mean_weight_copy_error")
-            old = results.get(name, {})
+            old = {"student_cells": 1, **results.get(name, {})}  # rows before the flag: 1
             same = all(old.get(k) == v for k, v in (
                 ("students", n), ("epochs", args.epochs), ("seed", s),
+                ("student_cells", args.student_cells),
                 ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
                 ("teacher_state", args.teacher_state)))
             if args.no_controls:
