@@ -18,6 +18,8 @@ Sections (each row says what was timed and how many matrix FLOPs it contains):
   Matrix FLOPs per step and device: three measured passes (neutral, positive, negative) and two
   outer-product weight requests (positive, negative) per layer, ``5 · 2·B·Σ(n_in+1)·n_out``, plus
   the readout (forward and delta rule, ``2 · 2·B·(F+1)·C``).
+  With ``--cells N``, the ``rram`` rows are repeated with N conductance cells per synapse
+  (``SynapseSpec.cells``; preset shown as ``rramxN``) at the same populations.
 * ``distill``: one distillation epoch slice (one teacher → P students, same steps): the teacher
   scores every minibatch over all C labels (C passes) before the students learn.
 * ``eval``: evaluation (goodness over all C labels + the softmax readout) of N images, per
@@ -34,6 +36,7 @@ Rows whose state would not fit in ``--max-gb`` of memory are skipped and listed 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import itertools
 import json
@@ -115,18 +118,20 @@ def _data(steps: int, n_in: int) -> tuple[jax.Array, jax.Array]:
     return x, y
 
 
-def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, steps: int
-                ) -> ff.FFState:
+def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, steps: int,
+                cells: int = 1) -> ff.FFState:
     spec = devices.preset(preset, widths).replace(matmul_dtype=MATMUL_DTYPE)
+    if cells != 1:
+        spec = spec.replace(synapse=dataclasses.replace(spec.synapse, cells=cells))
     pop = devices.spawn(spec, p, jax.random.key(0))
     return ff.init_population(pop, cfg, steps)
 
 
-def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str
-             ) -> dict[str, Any]:
+def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str,
+             cells: int = 1) -> dict[str, Any]:
     widths = (784, width, width, width)
     cfg = ff.FFConfig(epochs=10)
-    state = _population(preset, widths, p, cfg, steps)
+    state = _population(preset, widths, p, cfg, steps, cells)
     x, y = _data(steps, 784)
     keys, order = ff.epoch_keys(jax.random.key(1), 0, p, cfg)
     held = [state]  # each call continues from the last one's states, as in training
@@ -148,7 +153,7 @@ def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program:
            "program": program, "steps": steps, "seconds": t, "times": times,
            "device_samples_per_s": p * steps * B / t,
            "mnist_epoch_s_per_device": 50_000 / (p * steps * B / t),
-           "gflops": flops / t / 1e9, "mb_per_device": mb}
+           "gflops": flops / t / 1e9, "mb_per_device": mb, "cells": cells}
     held.clear()
     gc.collect()
     return row
@@ -222,7 +227,8 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
                          f"skipped: {r['skipped']}")
             continue
         mb = f"{r['mb_per_device']:.1f}" if "mb_per_device" in r else ""
-        lines.append(f"{r['section']:<8} {r['preset']:<6} {r['widths']:<16} {r['P']:>3} "
+        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "")
+        lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
                      f"{r['program']:<5} {r['seconds']:>8.3f} "
                      f"{r['device_samples_per_s']:>13.0f} {r['gflops']:>8.1f} "
                      f"{100 * r['gflops'] / matmul:>7.1f}% {mb:>7}")
@@ -244,6 +250,9 @@ def main() -> int:
                     "1 4 16 64 256; --quick: 1 4)")
     ap.add_argument("--widths", type=int, nargs="+", default=None, metavar="W",
                     help="hidden widths of the ff section (default 500 1000 2000; --quick: 500)")
+    ap.add_argument("--cells", type=int, nargs="+", default=[], metavar="N",
+                    help="the rram section also times devices with N conductance cells per "
+                    "synapse (SynapseSpec.cells), at the same populations, e.g. --cells 8 16")
     ap.add_argument("--matmul-dtype", choices=devices.MATMUL_DTYPES, default="float32",
                     help="operand precision of every crossbar and request product "
                     "(DeviceSpec.matmul_dtype) and of the reference matmul rows")
@@ -281,6 +290,8 @@ def main() -> int:
     cost_pops = (1, 4) if args.quick else (1, 16)  # populations of the cost comparisons
     for p in cost_pops if "rram" in only else ():
         add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
+        for n in args.cells:
+            add(bench_ff("rram", ref_w, p, steps, args.repeats, "map", cells=n))
     for p in cost_pops:
         if "distill" in only:
             add(bench_distill("ideal", ref_w, p, steps, args.repeats))
@@ -297,11 +308,12 @@ def main() -> int:
 
 
 def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
-    def find(section: str, preset: str, p: int, program: str = "map") -> dict[str, Any] | None:
+    def find(section: str, preset: str, p: int, program: str = "map", cells: int = 1
+             ) -> dict[str, Any] | None:
         for r in rows:
             if (r["section"] == section and r.get("preset") == preset and r.get("P") == p
                     and r.get("program") == program and r["widths"].startswith(f"784-{w}-")
-                    and not r.get("skipped")):
+                    and r.get("cells", 1) == cells and not r.get("skipped")):
                 return r
         return None
 
@@ -322,6 +334,11 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
     rram, ideal = find("ff", "rram", 1), find("ff", "ideal", 1)
     if rram and ideal:
         out["rram_over_ideal_time"] = rram["seconds"] / ideal["seconds"]
+    for r in rows:  # several cells per synapse against one, at the same population
+        one_cell = find("ff", "rram", r.get("P", 0))
+        if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell:
+            out[f"rram_cells{r['cells']}_over_rram_time_P{r['P']}"] = (
+                r["seconds"] / one_cell["seconds"])
     dist = find("distill", "ideal", 1)
     if dist and ideal:
         out["distill_over_ff_time_P1"] = dist["seconds"] / ideal["seconds"]
