@@ -207,9 +207,11 @@ def bench_eval(preset: str, width: int, p: int, n: int, repeats: int) -> dict[st
             "device_samples_per_s": p * n / t, "gflops": p * eval_flops(widths, n) / t / 1e9}
 
 
-def estimated_gb(preset: str, width: int, p: int) -> float:
+def estimated_gb(preset: str, width: int, p: int, cells: int = 1) -> float:
     params = 785 * width + 2 * (width + 1) * width
-    per = params * 4 * (9 if preset != "ideal" else 5)  # weights, records, optimiser, physics
+    # weights, records, optimiser, physics; with several cells, weights, offsets and the
+    # per-synapse physics (about 6 arrays) have one copy per cell
+    per = params * 4 * ((9 + 6 * (cells - 1)) if preset != "ideal" else 5)
     return 2.5 * p * per / 2**30  # input and output populations, temporaries
 
 
@@ -291,6 +293,10 @@ def main() -> int:
     for p in cost_pops if "rram" in only else ():
         add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
         for n in args.cells:
+            if estimated_gb("rram", ref_w, p, n) > args.max_gb:
+                add({"section": "ff", "preset": "rram", "widths": f"784-{ref_w}-{ref_w}-{ref_w}",
+                     "P": p, "cells": n, "skipped": f"state over --max-gb {args.max_gb}"})
+                continue
             add(bench_ff("rram", ref_w, p, steps, args.repeats, "map", cells=n))
     for p in cost_pops:
         if "distill" in only:
