@@ -34,6 +34,12 @@ recipe; ``scripts/results/rram_ablation_cells.json``)::
         --val 10000 --only cells "goodness belief, ideal, strength 2, smooth 0.98" \
         --out scripts/results/rram_ablation_cells.json
 
+Session 25 rows (8 cells per synapse at read gains 0.18 and 0.25, and 8 cells and one cell
+without write noise; ``scripts/results/rram_ablation_cells_s25.json``)::
+
+    python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
+        --val 10000 --only "-cell synapses" --out scripts/results/rram_ablation_cells_s25.json
+
 Session 19 rows (negatives from the goodness belief; learning rate 0.02, per-layer learning-rate
 scaling and Adam on top; session 20: when the learning rate starts to decay;
 ``scripts/results/rram_ablation_gbelief.json``)::
@@ -193,6 +199,16 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
         "rram", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
                  "lr_decay_start": 0.9}, {"read": {"gain": 0.12}, "synapse": {"cells": c}})
        for c in (1, 2, 4, 8)},
+    # session 25: with 8 cells the write noise reaching a weight is smaller; is the read gain
+    # chosen for one cell still the best, and how far are 8 cells from no write noise at all?
+    # run with --train 50000 --epochs 3 --val 10000 --only "-cell synapses"
+    **{f"goodness belief, rram, gain {g}, strength 2, smooth 0.98, decay from 0.9, "
+       f"{c}-cell synapses{extra}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                 "lr_decay_start": 0.9}, {"read": {"gain": g}, "synapse": {"cells": c, **syn}})
+       for g, c, extra, syn in ((0.18, 8, "", {}), (0.25, 8, "", {}),
+                                (0.12, 8, ", no write noise", {"write_noise": 0.0}),
+                                (0.12, 1, ", no write noise", {"write_noise": 0.0}))},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
