@@ -34,8 +34,9 @@ recipe; ``scripts/results/rram_ablation_cells.json``)::
         --val 10000 --only cells "goodness belief, ideal, strength 2, smooth 0.98" \
         --out scripts/results/rram_ablation_cells.json
 
-Session 25 rows (8 cells per synapse at read gains 0.18 and 0.25, and 8 cells and one cell
-without write noise; ``scripts/results/rram_ablation_cells_s25.json``)::
+Session 25 rows (8 cells per synapse at read gains 0.18 and 0.25; 8 cells and one cell
+without write noise; 8 cells without one other part of the physics at a time;
+``scripts/results/rram_ablation_cells_s25.json``)::
 
     python scripts/rram_ablation.py --data-dir ../shared/data --train 50000 --epochs 3 \
         --val 10000 --only "-cell synapses" --out scripts/results/rram_ablation_cells_s25.json
@@ -209,6 +210,26 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
        for g, c, extra, syn in ((0.18, 8, "", {}), (0.25, 8, "", {}),
                                 (0.12, 8, ", no write noise", {"write_noise": 0.0}),
                                 (0.12, 1, ", no write noise", {"write_noise": 0.0}))},
+    # ... and with 8 cells, which of the rest of the physics costs what: one part at a time
+    **{f"goodness belief, rram, gain 0.12, strength 2, smooth 0.98, decay from 0.9, "
+       f"8-cell synapses without {what}": (
+        "rram", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                 "lr_decay_start": 0.9}, {"read": {"gain": 0.12, **read}, "synapse": {
+                     "cells": 8, **syn}, **({"neuron": neuron} if neuron else {})})
+       for what, syn, read, neuron in (
+           ("soft bounds (constant steps)", {"update_model": "constant_step"}, {}, None),
+           ("step noise", {"step_noise": 0.0}, {}, None),
+           ("write noise and soft bounds", {"write_noise": 0.0,
+                                            "update_model": "constant_step"}, {}, None),
+           ("write noise, soft bounds and step noise", {
+               "write_noise": 0.0, "update_model": "constant_step", "step_noise": 0.0}, {}, None),
+           ("d2d spread of the synapses", {"bound_sigma": 0.0, "dw_min_sigma": 0.0,
+                                           "up_down_sigma": 0.0}, {}, None),
+           ("converters and read noise", {}, {"input_bound": None, "dac_bits": None,
+                                              "out_noise": 0.0, "out_bound": None,
+                                              "adc_bits": None}, None),
+           ("analog neurons (ReLU)", {}, {}, dataclasses.asdict(
+               devices.preset("ideal").layer(0).neuron)))},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
