@@ -229,7 +229,11 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
                                               "out_noise": 0.0, "out_bound": None,
                                               "adc_bits": None}, None),
            ("analog neurons (ReLU)", {}, {}, dataclasses.asdict(
-               devices.preset("ideal").layer(0).neuron)))},
+               devices.preset("ideal").layer(0).neuron)),
+           # the converters one at a time
+           ("read noise", {}, {"out_noise": 0.0}, None),
+           ("input DAC quantisation", {}, {"dac_bits": None}, None),
+           ("output ADC quantisation", {}, {"adc_bits": None}, None))},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
