@@ -233,7 +233,13 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            # the converters one at a time
            ("read noise", {}, {"out_noise": 0.0}, None),
            ("input DAC quantisation", {}, {"dac_bits": None}, None),
-           ("output ADC quantisation", {}, {"adc_bits": None}, None))},
+           ("output ADC quantisation", {}, {"adc_bits": None}, None),
+           # ... and the clips: the DAC's range (±4 digital units: wider is coarser and, with
+           # read noise and current bound in full-scale units, noisier) and the current bound
+           # (the ADC's range kept at 12 x 4 x 0.12)
+           ("the DAC's ±4 range (±8)", {}, {"input_bound": 8.0}, None),
+           ("the DAC's ±4 range (±16)", {}, {"input_bound": 16.0}, None),
+           ("the current bound", {}, {"out_bound": None, "adc_bound": 12 * 4.0 * 0.12}, None))},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
