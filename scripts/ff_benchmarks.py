@@ -106,7 +106,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
-          matmul_dtype: str = "float32", cells: int = 1
+          matmul_dtype: str = "float32", cells: int = 1, input_bound: float | None = None
           ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
     spec = devices.preset(exp.preset, exp.widths).replace(matmul_dtype=matmul_dtype)
     for part, changes in exp.spec_changes.items():
@@ -115,6 +115,11 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
         syn = spec.synapse
         spec = spec.replace(synapse=tuple(dataclasses.replace(s, cells=cells) for s in syn)
                             if isinstance(syn, tuple) else dataclasses.replace(syn, cells=cells))
+    if input_bound is not None:
+        read = spec.read
+        spec = spec.replace(read=tuple(dataclasses.replace(r, input_bound=input_bound)
+                                       for r in read) if isinstance(read, tuple)
+                            else dataclasses.replace(read, input_bound=input_bound))
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
     ff.check_fits(spec, cfg)
     return spec, cfg
@@ -129,7 +134,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def run(name: str, exp: Experiment, ds: data.Dataset,
         args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
-    spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype, args.cells)
+    spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype, args.cells,
+                      args.input_bound)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -232,15 +238,20 @@ def main() -> None:
                         help="conductance cells per synapse (SynapseSpec.cells: the weight is "
                         "their mean, each write goes to one of them), e.g. --cells 4 --tag "
                         "cells4")
+    parser.add_argument("--input-bound", type=float, default=None, metavar="X",
+                        help="the DAC's full scale in digital units (ReadSpec.input_bound, every "
+                        "layer; rram: 4), a periphery setting: inputs beyond ±X are clipped, "
+                        "and read noise and current bound scale with it, e.g. --input-bound 8")
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set, parser, reserved={"epochs": "--epochs"})
     for name in args.experiments:  # every combination is checked before hours of training
         try:
-            build(EXPERIMENTS[name], 1, args.overrides, cells=args.cells)
+            build(EXPERIMENTS[name], 1, args.overrides, cells=args.cells,
+                  input_bound=args.input_bound)
         except (TypeError, ValueError) as exc:
-            parser.error(f"--set or --cells with {name}: {exc}")
+            parser.error(f"--set, --cells or --input-bound with {name}: {exc}")
     # every dataset is read (and MD5-checked) before the first experiment trains
     datasets = {d: data.load(d, args.data_dir)
                 for d in dict.fromkeys(EXPERIMENTS[n].dataset for n in args.experiments)}
