@@ -240,6 +240,15 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
            ("the DAC's ±4 range (±8)", {}, {"input_bound": 8.0}, None),
            ("the DAC's ±4 range (±16)", {}, {"input_bound": 16.0}, None),
            ("the current bound", {}, {"out_bound": None, "adc_bound": 12 * 4.0 * 0.12}, None))},
+    # session 25: the DAC's range as a periphery setting (±4 clips the strength-2 label lines
+    # and the peaks of sparse normalised activities), with one cell, and with 8 cells at ±6
+    # and at ±8 with stronger label lines
+    **{f"goodness belief, rram, gain 0.12, strength {ls:g}, smooth 0.98, decay from 0.9, "
+       f"{c}-cell synapses, DAC ±{b:g}": (
+        "rram", {"label_strength": ls, "momentum": 0.98, "negative_belief": "goodness",
+                 "lr_decay_start": 0.9}, {"read": {"gain": 0.12, "input_bound": b},
+                                          "synapse": {"cells": c}})
+       for ls, c, b in ((2.0, 1, 8.0), (2.0, 8, 6.0), (3.0, 8, 8.0))},
     # the same learners on the ideal device: what Adam costs without the physics
     **{f"goodness belief, ideal, strength 2, smooth 0.98{extra}": (
         "ideal", {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
