@@ -224,12 +224,12 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
             lines.append(f"{'matmul':<8} {'':<6} {r['shape']:<16} {'':>3} {'':<5} "
                          f"{r['seconds']:>8.4f} {'':>13} {r['gflops']:>8.1f} {'':>8} {'':>7}")
             continue
+        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "")
         if r.get("skipped"):
-            lines.append(f"{r['section']:<8} {r['preset']:<6} {r['widths']:<16} {r['P']:>3} "
+            lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
                          f"skipped: {r['skipped']}")
             continue
         mb = f"{r['mb_per_device']:.1f}" if "mb_per_device" in r else ""
-        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "")
         lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
                      f"{r['program']:<5} {r['seconds']:>8.3f} "
                      f"{r['device_samples_per_s']:>13.0f} {r['gflops']:>8.1f} "
@@ -342,7 +342,7 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
         out["rram_over_ideal_time"] = rram["seconds"] / ideal["seconds"]
     for r in rows:  # several cells per synapse against one, at the same population
         one_cell = find("ff", "rram", r.get("P", 0))
-        if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell:
+        if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell and not r.get("skipped"):
             out[f"rram_cells{r['cells']}_over_rram_time_P{r['P']}"] = (
                 r["seconds"] / one_cell["seconds"])
     dist = find("distill", "ideal", 1)
