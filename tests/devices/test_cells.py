@@ -105,7 +105,7 @@ def test_a_population_of_multi_cell_devices_vmaps(key: jax.Array) -> None:
 
 
 @pytest.mark.parametrize("cells", [2, 3, 5, 8])
-def test_the_mean_over_cells_is_numpys_mean_to_the_bit(cells: int) -> None:
+def test_the_mean_over_cells_equals_jnp_mean_to_the_bit(cells: int) -> None:
     # the read path sums the cells one after another (fast on XLA's CPU backend); the runs
     # recorded with jnp.mean must reproduce bit for bit
     layer = _cells(devices.preset("rram", (6, 4)), cells).layers[0]
