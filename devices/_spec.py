@@ -508,6 +508,28 @@ class DeviceSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def replace_in_layers(self, part: str, **changes: Any) -> DeviceSpec:
+        """A copy with fields of one per-layer part changed in every layer, whether the recipe
+        gives that part once or as a per-layer tuple, e.g.
+        ``spec.replace_in_layers("synapse", cells=8)`` or
+        ``spec.replace_in_layers("read", input_bound=8.0)`` (validated again).
+
+        ``part``: ``"neuron"``, ``"connectivity"``, ``"synapse"`` or ``"read"``.
+        """
+        if part not in _LAYER_PARTS:
+            raise SpecError(f"replace_in_layers: part must be one of {', '.join(_LAYER_PARTS)}, "
+                            f"got {part!r}")
+        value = getattr(self, part)
+        known = {f.name for f in dataclasses.fields(value[0] if isinstance(value, tuple)
+                                                     else value)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise SpecError(f"replace_in_layers: {part} has no field {unknown[0]!r} (fields: "
+                            f"{', '.join(sorted(known))})")
+        if isinstance(value, tuple):
+            return self.replace(**{part: tuple(dataclasses.replace(v, **changes) for v in value)})
+        return self.replace(**{part: dataclasses.replace(value, **changes)})
+
     def with_widths(self, widths: tuple[int, ...]) -> DeviceSpec:
         """The same physics on other layer sizes (per-layer sub-specs must still fit)."""
         return self.replace(widths=tuple(widths))
@@ -536,6 +558,9 @@ class DeviceSpec:
             else:
                 kwargs[key] = value
         return cls(**kwargs)
+
+
+_LAYER_PARTS = ("neuron", "connectivity", "synapse", "read")
 
 
 def _build(cls: type, value: dict[str, Any]) -> Any:

@@ -36,7 +36,6 @@ Rows whose state would not fit in ``--max-gb`` of memory are skipped and listed 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import itertools
 import json
@@ -122,7 +121,7 @@ def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, 
                 cells: int = 1) -> ff.FFState:
     spec = devices.preset(preset, widths).replace(matmul_dtype=MATMUL_DTYPE)
     if cells != 1:
-        spec = spec.replace(synapse=dataclasses.replace(spec.synapse, cells=cells))
+        spec = spec.replace_in_layers("synapse", cells=cells)
     pop = devices.spawn(spec, p, jax.random.key(0))
     return ff.init_population(pop, cfg, steps)
 

@@ -70,7 +70,7 @@ def _spec(name: str, widths: tuple[int, ...], gain: float) -> devices.DeviceSpec
     spec = devices.preset(name, widths)
     if name == "ideal":
         return spec
-    return spec.replace(read=dataclasses.replace(spec.layer(0).read, gain=gain))
+    return spec.replace_in_layers("read", gain=gain)
 
 
 def _train_ff(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, cfg: ff.FFConfig,
@@ -334,10 +334,7 @@ def main() -> None:
     teacher_rram = rram  # a teacher trained here: one cell per synapse, whatever the students
     if args.student_cells != 1:
         try:
-            syn = rram.synapse
-            rram = rram.replace(synapse=tuple(
-                dataclasses.replace(sy, cells=args.student_cells) for sy in syn)
-                if isinstance(syn, tuple) else dataclasses.replace(syn, cells=args.student_cells))
+            rram = rram.replace_in_layers("synapse", cells=args.student_cells)
         except devices.SpecError as exc:
             parser.error(f"--student-cells: {exc}")
     ds = data.load(args.dataset, args.data_dir)

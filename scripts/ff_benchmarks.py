@@ -110,16 +110,11 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
           ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
     spec = devices.preset(exp.preset, exp.widths).replace(matmul_dtype=matmul_dtype)
     for part, changes in exp.spec_changes.items():
-        spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
+        spec = spec.replace_in_layers(part, **changes)
     if cells != 1:
-        syn = spec.synapse
-        spec = spec.replace(synapse=tuple(dataclasses.replace(s, cells=cells) for s in syn)
-                            if isinstance(syn, tuple) else dataclasses.replace(syn, cells=cells))
+        spec = spec.replace_in_layers("synapse", cells=cells)
     if input_bound is not None:
-        read = spec.read
-        spec = spec.replace(read=tuple(dataclasses.replace(r, input_bound=input_bound)
-                                       for r in read) if isinstance(read, tuple)
-                            else dataclasses.replace(read, input_bound=input_bound))
+        spec = spec.replace_in_layers("read", input_bound=input_bound)
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
     ff.check_fits(spec, cfg)
     return spec, cfg

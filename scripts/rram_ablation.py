@@ -261,7 +261,7 @@ def run_row(preset: str, cfg_changes: dict[str, Any], spec_changes: dict[str, di
             ds: data.Dataset, args: argparse.Namespace) -> dict[str, float]:
     spec = devices.preset(preset, (784, args.width, args.width, args.width))
     for part, changes in spec_changes.items():
-        spec = spec.replace(**{part: dataclasses.replace(getattr(spec, part), **changes)})
+        spec = spec.replace_in_layers(part, **changes)
     cfg = ff.FFConfig(epochs=args.epochs, **cfg_changes)
     x, y = jnp.asarray(ds.x_train[: args.train]), jnp.asarray(ds.y_train[: args.train])
     xv, yv = jnp.asarray(ds.x_val[:args.val]), jnp.asarray(ds.y_val[:args.val])

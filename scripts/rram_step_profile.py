@@ -7,7 +7,8 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   minibatches of B = 100 in one ``lax.scan``, median of ``--repeats`` calls after a compiling
   one; milliseconds per step. Rows: ``ideal``, ``rram``, and ``rram`` with one part of its
   physics replaced at a time (no write noise, no step noise, constant steps instead of soft
-  bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons).
+  bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons), and
+  ``rram`` with 8 cells per synapse (``SynapseSpec.cells``).
 * **Elementwise costs**: what the write path computes per synapse, timed alone on a
   1001×1000 float32 array (median of 30 jitted calls): a hash uniform, a hash normal and a
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import gc
 import glob
 import gzip
@@ -65,10 +65,8 @@ B = bench.B
 
 def variants() -> dict[str, devices.DeviceSpec]:
     rram, ideal = devices.preset("rram", WIDTHS), devices.preset("ideal", WIDTHS)
-    syn = rram.synapse
-
     def with_synapse(**changes: Any) -> devices.DeviceSpec:
-        return rram.replace(synapse=dataclasses.replace(syn, **changes))
+        return rram.replace_in_layers("synapse", **changes)
 
     return {
         "ideal": ideal,
@@ -81,6 +79,7 @@ def variants() -> dict[str, devices.DeviceSpec]:
         "rram, ideal synapses": rram.replace(synapse=ideal.synapse),
         "rram, ideal read path": rram.replace(read=ideal.read),
         "rram, ideal neurons": rram.replace(neuron=ideal.neuron),
+        "rram, 8 cells": with_synapse(cells=8),
     }
 
 

@@ -53,7 +53,7 @@ def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, st
                   every: int, seed: int) -> list[dict[str, Any]]:
     """Fraction of synapses per layer written by step ``t`` for ``t`` = 0, every, 2·every, …"""
     spec = devices.preset("rram", widths)
-    spec = spec.replace(read=dataclasses.replace(spec.read, gain=0.12))
+    spec = spec.replace_in_layers("read", gain=0.12)
     n, batch = ds.x_train.shape[0], ff.FFConfig().batch_size
     cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), label_strength=2.0,
                       momentum=momentum)

@@ -104,6 +104,23 @@ def test_per_layer_sub_specs_resolve() -> None:
     assert (spec.layer(1).n_in, spec.layer(1).n_out) == (8, 6)
 
 
+def test_replace_in_layers_changes_every_layer_and_nothing_else() -> None:
+    shared = devices.preset("rram", W)
+    per_layer = shared.replace(read=(shared.read, ReadSpec(input_bound=2.0)))
+    assert shared.replace_in_layers("synapse", cells=4).synapse == SynapseSpec(
+        **{**shared.synapse.__dict__, "cells": 4})
+    wide = per_layer.replace_in_layers("read", input_bound=8.0)
+    assert [wide.layer(i).read.input_bound for i in range(2)] == [8.0, 8.0]
+    assert wide.layer(1).read.gain == per_layer.layer(1).read.gain  # the rest of each layer kept
+    assert wide.synapse == per_layer.synapse and wide.widths == per_layer.widths
+    with pytest.raises(SpecError, match=r"synapse\.cells"):  # the new recipe is validated
+        shared.replace_in_layers("synapse", cells=0)
+    with pytest.raises(SpecError, match="no field 'cell'"):
+        shared.replace_in_layers("synapse", cell=4)
+    with pytest.raises(SpecError, match="part must be one of"):
+        shared.replace_in_layers("aging", drift_t0=1.0)
+
+
 def test_dict_round_trip(preset_name: str) -> None:
     spec = devices.preset(preset_name, W)
     assert DeviceSpec.from_dict(spec.to_dict()) == spec
