@@ -75,6 +75,70 @@ def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, st
     return rows
 
 
+_CLIP_LOG: list[list[tuple[float, float]]] = []  # one entry per program call: per layer stats
+
+
+def _record_clipping(*stats: jax.Array) -> None:
+    _CLIP_LOG.append([(float(a), float(b)) for a, b in stats])
+
+
+def _clip_recording_program(device: devices.Device, requests: Any, *, key: jax.Array
+                            ) -> devices.Device:
+    """``devices.program``, after noting per layer how much of the request the pulse clip cuts.
+
+    Analysis only: it reads the recipe (public) and the request (the learner's own), not the
+    device. A cell of a synapse with ``cells`` cells is asked for ``cells × request / dw_min``
+    pulses (``devices._write``), clipped to ``±max_pulses``. Per layer: the fraction of synapses
+    whose count is clipped, and the fraction of all requested pulses that the clip removes.
+    """
+    stats = []
+    for req, layer in zip(requests, device.spec.layers, strict=True):
+        syn = layer.synapse
+        n = jnp.abs(syn.cells * req / syn.dw_min)
+        cut = jnp.maximum(n - syn.max_pulses, 0.0)
+        stats.append((jnp.mean(n > syn.max_pulses), jnp.sum(cut) / jnp.maximum(jnp.sum(n), 1e-30)))
+    jax.debug.callback(_record_clipping, *stats)
+    return devices.program(device, requests, key=key)
+
+
+def pulse_clipping(ds: data.Dataset, widths: tuple[int, ...], cells: int, input_bound: float,
+                   steps: int, every: int, seed: int) -> list[dict[str, Any]]:
+    """Per window of ``every`` steps, the mean per layer of what the pulse clip cuts from the
+    requests of a device with ``cells`` cells per synapse (``_clip_recording_program``).
+
+    The learner is the best recipe of sessions 20–25 (label lines at strength 2, smoothing 0.98,
+    goodness-belief negatives, Hinton's learning rate, constant for the first steps), read gain
+    0.12 and the DAC at ``±input_bound``.
+    """
+    spec = devices.preset("rram", widths).replace_in_layers("read", gain=0.12,
+                                                            input_bound=input_bound)
+    spec = spec.replace_in_layers("synapse", cells=cells)
+    n, batch = ds.x_train.shape[0], ff.FFConfig().batch_size
+    cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), label_strength=2.0,
+                      momentum=0.98, negative_belief="goodness", lr_decay_start=0.9)
+    per_epoch = ff.steps_per_epoch(n, cfg)
+    state = ff.init(devices.fabricate(spec, jax.random.key(seed)), cfg, per_epoch)
+    bench = ff.Bench(program=_clip_recording_program)
+    step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch,
+                                     bench=bench))
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    _CLIP_LOG.clear()
+    for t in range(steps):  # a diagnostic: one jitted step at a time, in order
+        i = (t % per_epoch) * cfg.batch_size
+        state, _ = step(state, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size],
+                        jax.random.fold_in(jax.random.key(seed + 1), t))
+    jax.effects_barrier()
+    rows = []
+    for start in range(0, len(_CLIP_LOG), every):
+        window = _CLIP_LOG[start:start + every]
+        rows.append({"steps": [start, start + len(window)],
+                     "clipped_synapses": [round(sum(w[k][0] for w in window) / len(window), 5)
+                                          for k in range(len(window[0]))],
+                     "clipped_pulses": [round(sum(w[k][1] for w in window) / len(window), 5)
+                                        for k in range(len(window[0]))]})
+    return rows
+
+
 def offsets_test(path: str, ds: data.Dataset, seed: int) -> dict[str, dict[str, float]]:
     from distill_benchmarks import load_state
 
@@ -114,10 +178,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=[784, 500, 500, 500])
-    parser.add_argument("--momentum", type=float, nargs="+", default=[0.9, 0.98, 0.99])
+    parser.add_argument("--momentum", type=float, nargs="*", default=[0.9, 0.98, 0.99],
+                        help="smoothing constants of the write-traffic part (none: skip it)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-cells", type=int, nargs="*", default=[], metavar="N",
+                        help="also measure what the pulse clip cuts from the requests of devices "
+                        "with N cells per synapse (the best recipe, --steps steps, windows of "
+                        "--every), e.g. --clip-cells 1 8 16")
+    parser.add_argument("--input-bound", type=float, default=8.0,
+                        help="the DAC's full scale of the --clip-cells devices (default 8)")
     parser.add_argument("--teacher-state", default=None,
                         help="also test a saved device's dependence on its write offsets")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
@@ -130,6 +201,10 @@ def main() -> None:
         parser.error("--steps must be >= 0 and --every >= 1")
     if any(not 0 <= m < 1 for m in args.momentum):
         parser.error("--momentum values must lie in [0, 1)")
+    if any(c < 1 for c in args.clip_cells):
+        parser.error("--clip-cells: cell counts must be >= 1")
+    if args.clip_cells and (args.steps < 1 or not args.input_bound > 0):
+        parser.error("--clip-cells needs --steps >= 1 and --input-bound > 0")
     if args.teacher_state and not Path(args.teacher_state).is_file():
         parser.error(f"--teacher-state {args.teacher_state}: no such file")
     ds = data.load("mnist", args.data_dir)
@@ -137,7 +212,7 @@ def main() -> None:
                               "git_revision": git_revision(ROOT), "xla_flags": xla_flags(),
                               "widths": args.widths,
                               "seed": args.seed, "read_gain": 0.12, "label_strength": 2.0,
-                              "traffic": {}}
+                              "traffic": {}, "clipping": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -155,6 +230,20 @@ def main() -> None:
               f"written per step, by layer", flush=True)
         for r in rows:
             print(f"  step {r['step']:>6}  " + "  ".join(f"{f:.3f}" for f in r["written"]))
+    for c in args.clip_cells:
+        started = time.perf_counter()
+        rows = pulse_clipping(ds, tuple(args.widths), c, args.input_bound, args.steps, args.every,
+                              args.seed)
+        result["clipping"][f"cells {c}"] = {"input_bound": args.input_bound, "rows": rows}
+        save()
+        print(f"{c} cell(s) per synapse ({time.perf_counter() - started:.0f} s): fraction of "
+              "synapses whose pulse count is clipped / of requested pulses cut, by layer",
+              flush=True)
+        for r in rows:
+            print(f"  steps {r['steps'][0]:>5}-{r['steps'][1]:<5} "
+                  + "  ".join(f"{a:.4f}/{b:.4f}" for a, b in zip(r["clipped_synapses"],
+                                                                  r["clipped_pulses"],
+                                                                  strict=True)), flush=True)
     if args.teacher_state:
         print(f"\n{'device ' + Path(args.teacher_state).name:<24} {'good.%':>6} {'soft.%':>6}"
               "  (test error)")
