@@ -63,12 +63,6 @@ class FFConfig:
     ``dead_zone`` > 0 drops (neither sends nor keeps) every request smaller than
     ``dead_zone · dw_min``, so that a synapse is written only where the smoothed request is large
     (without it, stochastic rounding writes a request of a tenth of a pulse one step in ten).
-    ``carry_clipped``: the periphery sends a synapse at most what one write can deliver,
-    ``max_pulses · dw_min / cells`` (public recipe figures: a write moves one of the synapse's
-    ``cells`` cells by at most ``max_pulses`` nominal steps, so the device would cut the rest),
-    and keeps the remainder in its digital accumulator for the next steps. Without it, a device
-    with 8 cells per synapse loses 20–40 % of the requested pulses of its hidden layers in the
-    first epoch (``scripts/rram_write_traffic.py --clip-cells``). No effect on exact synapses.
     Readout: linear softmax on the normalised activities of layers ``readout_from`` .. L
     (0-based; 1 skips the first hidden layer), delta rule with ``readout_lr`` and
     ``readout_decay``. ``negatives``: ``hard`` (drawn from the device's belief, the neutral-pass
@@ -140,7 +134,6 @@ class FFConfig:
     goodness_kl_temperature: Literal["targets", "fit", "fit_exact"] = "targets"
     goodness_kl_start: float = 0.0
     lr_decay_start: float = 0.5
-    carry_clipped: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -184,7 +177,6 @@ class FFConfig:
              "goodness_kl_start has no effect without goodness_kl_weight > 0"),
             (0 <= self.lr_decay_start < 1,
              "lr_decay_start must lie in [0, 1) (a fraction of the schedule's steps)"),
-            (isinstance(self.carry_clipped, bool), "carry_clipped must be true or false"),
             (self.negative_belief in ("readout", "goodness"),
              "negative_belief must be 'readout' or 'goodness'"),
             (self.negative_belief == "readout" or (self.mode == "supervised"
@@ -579,26 +571,8 @@ def _requests(state: FFState, grads: tuple[Array, ...], cfg: FFConfig, steps_per
             zones = [cfg.dead_zone * lay.synapse.dw_min * lay.read.gain for lay in layers]
             sent = tuple(jnp.where(jnp.abs(s) >= z, s, 0.0)
                          for s, z in zip(sent, zones, strict=True))
-    if cfg.carry_clipped:
-        if cfg.accumulate == 0:  # what an earlier step could not deliver goes out first
-            sent, pending = jax.tree.map(jnp.add, sent, pending), jax.tree.map(jnp.zeros_like,
-                                                                                pending)
-        deliverable = tuple(jnp.clip(d, -lim, lim) for d, lim in
-                            zip(sent, write_limits(layers), strict=True))
-        pending = tuple(p + d - c for p, d, c in zip(pending, sent, deliverable, strict=True))
-        sent = deliverable
     requests = tuple(d / lay.read.gain for d, lay in zip(sent, layers, strict=True))
     return requests, opt_state, sent, pending
-
-
-def write_limits(layers: tuple[devices.LayerSpec, ...]) -> tuple[float, ...]:
-    """Per layer, the largest change of a synapse's weight that one ``program`` call can make, in
-    digital weight units: ``max_pulses · dw_min · gain / cells`` from the public recipe (a write
-    moves one of ``cells`` cells by at most ``max_pulses`` nominal steps; the weight is the
-    cells' mean, read at ``gain``); ``inf`` for exact synapses, which have no pulses."""
-    return tuple(math.inf if lay.synapse.update_model == "ideal" else
-                 lay.synapse.max_pulses * lay.synapse.dw_min * lay.read.gain / lay.synapse.cells
-                 for lay in layers)
 
 
 def readout_gradient(logits: Array, targets: Array, labels: Array | None, cfg: FFConfig

@@ -479,46 +479,6 @@ def test_dead_zone_drops_small_requests_instead_of_keeping_them() -> None:
         dataclasses.replace(CFG, dead_zone=-1.0)
 
 
-def test_carry_clipped_sends_what_one_write_can_deliver_and_keeps_the_rest() -> None:
-    spec = devices.preset("rram", W).replace_in_layers("synapse", cells=4)
-    cfg = dataclasses.replace(CFG, carry_clipped=True, momentum=0.0, weight_decay=0.0, lr=1.0)
-    state = ff.init(devices.fabricate(spec, jax.random.key(0)), cfg, 4)
-    syn, gain = spec.layer(0).synapse, spec.layer(0).read.gain
-    limit = syn.max_pulses * syn.dw_min * gain / 4
-    assert ff.write_limits(spec.layers)[0] == pytest.approx(limit)
-    g0 = np.zeros(state.record[0].shape, np.float32)
-    g0[0, 0], g0[1, 1], g0[2, 2] = -3 * limit, -0.5 * limit, 2 * limit  # updates: −lr · grad
-    zero = tuple(jnp.zeros_like(r) for r in state.record)
-    grads = (jnp.asarray(g0), *zero[1:])
-    delivered = np.zeros(g0.shape, np.float32)
-    for step in range(3):  # the request once, then nothing: the backlog drains a limit a step
-        requests, _, sent, pending = ff._requests(state, grads if step == 0 else zero, cfg, 4)
-        for req, lay in zip(requests, spec.layers, strict=True):  # the device never clips
-            pulses = lay.synapse.cells * np.abs(np.asarray(req)) / lay.synapse.dw_min
-            assert pulses.max() <= lay.synapse.max_pulses * (1 + 1e-5)
-        delivered += np.asarray(sent[0])
-        state = dataclasses.replace(state, pending=pending)
-        if step == 0:
-            assert float(sent[0][0, 0]) == pytest.approx(limit)
-            assert float(pending[0][0, 0]) == pytest.approx(2 * limit)
-            assert float(sent[0][1, 1]) == pytest.approx(0.5 * limit)  # small: sent whole
-            assert float(sent[0][2, 2]) == pytest.approx(-limit)
-    np.testing.assert_allclose(delivered, -g0, rtol=1e-5, atol=1e-9)  # all of it, in the end
-    assert max(float(np.abs(np.asarray(p)).max()) for p in state.pending) < 1e-6 * limit
-    # without the carry the whole request goes to the device, which clips it
-    plain = dataclasses.replace(cfg, carry_clipped=False)
-    state0 = ff.init(devices.fabricate(spec, jax.random.key(0)), plain, 4)
-    _, _, sent, pending = ff._requests(state0, grads, plain, 4)
-    assert float(sent[0][0, 0]) == pytest.approx(3 * limit)
-    assert not np.any(np.asarray(pending[0]))
-    # exact synapses have no pulses to clip: the carry changes nothing
-    ideal = ff.init(devices.fabricate(devices.preset("ideal", W), jax.random.key(0)), cfg, 4)
-    big = (jnp.asarray(g0 * 1e3), *zero[1:])
-    _, _, sent, pending = ff._requests(ideal, big, cfg, 4)
-    np.testing.assert_array_equal(np.asarray(sent[0]), -np.asarray(big[0]))
-    assert all(not np.any(np.asarray(p)) for p in pending)
-
-
 # --- populations, determinism, compilation ----------------------------------------------------
 
 def test_vmapped_population_training_equals_training_each_device_alone() -> None:
