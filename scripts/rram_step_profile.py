@@ -65,6 +65,7 @@ B = bench.B
 
 def variants() -> dict[str, devices.DeviceSpec]:
     rram, ideal = devices.preset("rram", WIDTHS), devices.preset("ideal", WIDTHS)
+
     def with_synapse(**changes: Any) -> devices.DeviceSpec:
         return rram.replace_in_layers("synapse", **changes)
 

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 from mortal import data, ff  # noqa: E402
@@ -49,29 +51,40 @@ from _revision import git_revision  # noqa: E402
 from mortal.xla_cpu import xla_flags  # noqa: E402
 
 
-def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, steps: int,
-                  every: int, seed: int) -> list[dict[str, Any]]:
-    """Fraction of synapses per layer written by step ``t`` for ``t`` = 0, every, 2·every, …"""
-    spec = devices.preset("rram", widths)
-    spec = spec.replace_in_layers("read", gain=0.12)
+def _steps(ds: data.Dataset, spec: devices.DeviceSpec, steps: int, seed: int,
+           bench: ff.Bench = ff.BENCH, run: int | None = None, **learner: Any
+           ) -> Iterator[tuple[int, ff.FFState, ff.FFState]]:
+    """Train one device of ``spec`` on MNIST one jitted step at a time, in order (a diagnostic,
+    not the training program), with ``ff.FFConfig(**learner)`` scheduled over enough epochs for
+    ``steps`` steps; runs ``run`` steps (default ``steps``) and yields ``(t, state before step
+    t, state after it)``."""
     n, batch = ds.x_train.shape[0], ff.FFConfig().batch_size
-    cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), label_strength=2.0,
-                      momentum=momentum)
+    cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), **learner)
     per_epoch = ff.steps_per_epoch(n, cfg)
     state = ff.init(devices.fabricate(spec, jax.random.key(seed)), cfg, per_epoch)
-    step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch))
-    written = jax.jit(lambda a, b: jnp.stack([jnp.mean(p != q) for p, q in zip(a, b,
-                                                                               strict=True)]))
+    step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch,
+                                     bench=bench))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    rows = []
-    for t in range(steps + 1):  # a diagnostic: one jitted step at a time, in order
+    for t in range(steps if run is None else run):
         i = (t % per_epoch) * cfg.batch_size
         new, _ = step(state, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size],
                       jax.random.fold_in(jax.random.key(seed + 1), t))
-        if t % every == 0:
-            frac = written(state.device.state.offsets, new.device.state.offsets)
-            rows.append({"step": t, "written": [round(float(f), 4) for f in frac]})
+        yield t, state, new
         state = new
+
+
+def write_traffic(ds: data.Dataset, widths: tuple[int, ...], momentum: float, steps: int,
+                  every: int, seed: int) -> list[dict[str, Any]]:
+    """Fraction of synapses per layer written by step ``t`` for ``t`` = 0, every, 2·every, …"""
+    spec = devices.preset("rram", widths).replace_in_layers("read", gain=0.12)
+    written = jax.jit(lambda a, b: jnp.stack([jnp.mean(p != q) for p, q in zip(a, b,
+                                                                               strict=True)]))
+    rows = []
+    for t, old, new in _steps(ds, spec, steps, seed, run=steps + 1, label_strength=2.0,
+                              momentum=momentum):
+        if t % every == 0:
+            frac = written(old.device.state.offsets, new.device.state.offsets)
+            rows.append({"step": t, "written": [round(float(f), 4) for f in frac]})
     return rows
 
 
@@ -80,6 +93,15 @@ _CLIP_LOG: list[list[tuple[float, float]]] = []  # one entry per program call: p
 
 def _record_clipping(*stats: jax.Array) -> None:
     _CLIP_LOG.append([(float(a), float(b)) for a, b in stats])
+
+
+def clip_windows(log: list[list[tuple[float, float]]], every: int) -> list[dict[str, Any]]:
+    """Means over windows of ``every`` program calls of ``_CLIP_LOG``-style entries."""
+    a = np.asarray(log, np.float64).reshape(len(log), -1, 2)  # (calls, layers, 2)
+    return [{"steps": [start, min(start + every, len(a))],
+             "clipped_synapses": np.round(a[start:start + every, :, 0].mean(0), 5).tolist(),
+             "clipped_pulses": np.round(a[start:start + every, :, 1].mean(0), 5).tolist()}
+            for start in range(0, len(a), every)]
 
 
 def _clip_recording_program(device: devices.Device, requests: Any, *, key: jax.Array
@@ -113,30 +135,13 @@ def pulse_clipping(ds: data.Dataset, widths: tuple[int, ...], cells: int, input_
     spec = devices.preset("rram", widths).replace_in_layers("read", gain=0.12,
                                                             input_bound=input_bound)
     spec = spec.replace_in_layers("synapse", cells=cells)
-    n, batch = ds.x_train.shape[0], ff.FFConfig().batch_size
-    cfg = ff.FFConfig(epochs=max(1, -(-steps * batch // n)), label_strength=2.0,
-                      momentum=0.98, negative_belief="goodness", lr_decay_start=0.9)
-    per_epoch = ff.steps_per_epoch(n, cfg)
-    state = ff.init(devices.fabricate(spec, jax.random.key(seed)), cfg, per_epoch)
-    bench = ff.Bench(program=_clip_recording_program)
-    step = jax.jit(functools.partial(ff.train_step, cfg=cfg, steps_per_epoch=per_epoch,
-                                     bench=bench))
-    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     _CLIP_LOG.clear()
-    for t in range(steps):  # a diagnostic: one jitted step at a time, in order
-        i = (t % per_epoch) * cfg.batch_size
-        state, _ = step(state, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size],
-                        jax.random.fold_in(jax.random.key(seed + 1), t))
+    for _ in _steps(ds, spec, steps, seed, ff.Bench(program=_clip_recording_program),
+                    label_strength=2.0, momentum=0.98, negative_belief="goodness",
+                    lr_decay_start=0.9):
+        pass
     jax.effects_barrier()
-    rows = []
-    for start in range(0, len(_CLIP_LOG), every):
-        window = _CLIP_LOG[start:start + every]
-        rows.append({"steps": [start, start + len(window)],
-                     "clipped_synapses": [round(sum(w[k][0] for w in window) / len(window), 5)
-                                          for k in range(len(window[0]))],
-                     "clipped_pulses": [round(sum(w[k][1] for w in window) / len(window), 5)
-                                        for k in range(len(window[0]))]})
-    return rows
+    return clip_windows(_CLIP_LOG, every)
 
 
 def offsets_test(path: str, ds: data.Dataset, seed: int) -> dict[str, dict[str, float]]:

@@ -134,3 +134,38 @@ def test_agreement_between_devices_counts_same_answers_and_who_was_right() -> No
     assert one[1, 2] == 0.5  # image 1: device 1 right; image 3: both wrong, differently
     assert t["pair_agreement_median"] == 0.5
     assert t["pair_agreement_min"] == 0.5 and t["pair_agreement_max"] == 0.75
+
+
+def test_the_pulse_clip_diagnostic_counts_what_the_clip_cuts() -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import rram_write_traffic as rwt
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import devices
+
+    spec = devices.preset("rram", (4, 3)).replace_in_layers("synapse", cells=2)
+    syn = spec.layer(0).synapse
+    dev = devices.fabricate(spec, jax.random.key(0))
+    # a cell takes cells × request: asked for 2·(20 dw) = 40 pulses, 9 are cut; 2·(5 dw) = 10 pass
+    req = np.zeros((5, 3), np.float32)
+    req[0, 0], req[1, 1] = 20 * syn.dw_min, -5 * syn.dw_min
+    rwt._CLIP_LOG.clear()
+    new = rwt._clip_recording_program(dev, (jnp.asarray(req),), key=jax.random.key(1))
+    jax.effects_barrier()
+    [[(clipped, cut)]] = rwt._CLIP_LOG
+    assert clipped == pytest.approx(1 / 15)
+    assert cut == pytest.approx((40 - syn.max_pulses) / 50)
+    # and the device is programmed exactly as devices.program would
+    ref = devices.program(dev, (jnp.asarray(req),), key=jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(new.state.weights[0]),
+                                  np.asarray(ref.state.weights[0]))
+    rows = rwt.clip_windows([[(0.1, 0.2), (0.0, 0.4)], [[0.3, 0.4], [0.2, 0.0]],
+                             [[0.5, 0.0], [0.1, 0.1]]], 2)
+    assert [r["steps"] for r in rows] == [[0, 2], [2, 3]]
+    assert rows[0]["clipped_synapses"] == [0.2, 0.1] and rows[0]["clipped_pulses"] == [0.3, 0.2]
+    assert rows[1]["clipped_synapses"] == [0.5, 0.1] and rows[1]["clipped_pulses"] == [0.0, 0.1]
