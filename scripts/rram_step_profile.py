@@ -14,10 +14,11 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
   the soft-bounds power by repeated squaring (and the ``exp(n·log1p(x))`` it replaced), ``sin``,
   and a 6-in / 1-out sum (memory bandwidth).
-* **XLA operations** (``--trace``): the ``ideal`` and ``rram`` steps run under
-  ``jax.profiler.trace``, and the time of every compiled operation (matrix products, each fused
-  element-wise loop, copies) is summed per step: milliseconds per step per operation name, as
-  XLA named them in that compilation (``ynn_fusion``: matrix products through XNNPACK).
+* **XLA operations** (``--trace``): the timed steps (without ``--only``: ``ideal`` and
+  ``rram``) run under ``jax.profiler.trace``, and the time of every compiled operation (matrix
+  products, each fused element-wise loop, copies) is summed per step: milliseconds per step per
+  operation name, as XLA named them in that compilation (``ynn_fusion``: matrix products through
+  XNNPACK).
 
 Reproduce (about 3 minutes on 2 CPU cores; run nothing else meanwhile)::
 
@@ -164,7 +165,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(variants()), metavar="VARIANT",
                         help="time only these step variants (quote names with spaces)")
     parser.add_argument("--trace", action="store_true",
-                        help="also time every XLA operation of the ideal and rram steps")
+                        help="also time every XLA operation of the timed steps (without "
+                             "--only: the ideal and rram steps)")
     parser.add_argument("--no-elementwise", action="store_true",
                         help="skip the elementwise table")
     args = parser.parse_args()
@@ -183,7 +185,7 @@ def main() -> None:
         print(f"{name:<24} {statistics.median(times):6.1f} ms/step", flush=True)
     if args.trace:
         result["operation_ms_per_step"] = {name: operation_ms(variants()[name], args.steps)
-                                           for name in ("ideal", "rram")}
+                                           for name in (args.only or ("ideal", "rram"))}
     if not args.no_elementwise:
         result["elementwise_ms_per_1M"] = elementwise_ms()
     result["loadavg_end"] = list(os.getloadavg())
