@@ -426,6 +426,52 @@ def test_weight_decay_shrinks_the_record_on_weight_rows_only() -> None:
         np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6)
 
 
+def _features(n: int, d: int, seed: int, offset: float = 0.0) -> jax.Array:
+    """``(n, d + 1)`` readout features with a constant-1 last column (as ``readout_features``)."""
+    f = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32) + offset
+    return jnp.asarray(np.concatenate([f, np.ones((n, 1), np.float32)], axis=1))
+
+
+def test_centred_readout_step_is_the_gradient_step_of_the_centred_parametrisation() -> None:
+    cfg = dataclasses.replace(CFG, readout_center=True, readout_decay=0.0)
+    feats = _features(8, 5, seed=0, offset=3.0)
+    t = jax.nn.one_hot(jnp.arange(8) % N_CLASSES, N_CLASSES)
+    w = jax.random.normal(jax.random.key(0), (6, N_CLASSES))
+    mu = feats[:, :-1].mean(0)
+    c = w[-1] + mu @ w[:-1]  # the bias of z = (f − μ) W + c that gives the same logits
+
+    def loss(wc: tuple[jax.Array, jax.Array]) -> jax.Array:
+        z = (feats[:, :-1] - mu) @ wc[0] + wc[1]
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z), -1))
+
+    g_w, g_c = jax.grad(loss)((w[:-1], c))
+    grad_z = ff.readout_gradient(feats @ w, t, None, cfg)
+    new = w + 0.3 * ff.readout_delta(feats, grad_z, w, cfg)
+    w_new, c_new = w[:-1] - 0.3 * g_w, c - 0.3 * g_c
+    np.testing.assert_allclose(np.asarray(new[:-1]), np.asarray(w_new), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(new[-1]), np.asarray(c_new - mu @ w_new), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_centred_readout_learns_the_same_whatever_offset_all_features_share(center: bool
+                                                                            ) -> None:
+    cfg = dataclasses.replace(CFG, readout_center=center)
+    labels = jnp.arange(20) % N_CLASSES
+    t = jax.nn.one_hot(labels, N_CLASSES)
+    predictions = []
+    for offset in (0.0, 5.0):
+        feats, probe = _features(20, 6, seed=1, offset=offset), _features(7, 6, 2, offset)
+        feats = feats.at[jnp.arange(20), labels].add(2.0)  # something to learn
+        w = jnp.zeros((7, N_CLASSES))
+        for _ in range(5):
+            grad_z = ff.readout_gradient(feats @ w, t, None, cfg)
+            w = w + 0.1 * ff.readout_delta(feats, grad_z, w, cfg)
+        predictions.append(np.asarray(probe @ w))
+    same = np.allclose(predictions[0], predictions[1], rtol=1e-4, atol=1e-4)
+    assert same == center  # the plain rule's steps depend on the shared offset
+
+
 def test_adam_smooths_the_request_with_momentum_as_its_first_moment_decay() -> None:
     cfg = dataclasses.replace(CFG, optimizer="adam", momentum=0.5, weight_decay=0.0, lr=0.1)
     opt = ff.make_optimizer(cfg, steps_per_epoch=10)  # lr constant over these two steps
