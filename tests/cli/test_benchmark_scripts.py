@@ -104,10 +104,11 @@ def test_overrides_are_typed_like_the_command_line() -> None:
     assert parse_overrides([], parser) == {}
 
 
-def test_an_unreadable_saved_state_is_one_line_for_the_agreement_script(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["device_agreement.py", "readout_refit.py"])
+def test_an_unreadable_saved_state_is_one_line(tmp_path: Path, script: str) -> None:
     bad = tmp_path / "devices.npz"
     bad.write_text("not an array file")
-    p = _script("device_agreement.py", str(bad), "--out", str(tmp_path / "out.json"))
+    p = _script(script, str(bad), "--out", str(tmp_path / "out.json"))
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     assert _last_line(p.stderr).startswith(f"state {bad}: not a device state"), p.stderr
@@ -169,3 +170,44 @@ def test_the_pulse_clip_diagnostic_counts_what_the_clip_cuts() -> None:
     assert [r["steps"] for r in rows] == [[0, 2], [2, 3]]
     assert rows[0]["clipped_synapses"] == [0.2, 0.1] and rows[0]["clipped_pulses"] == [0.3, 0.2]
     assert rows[1]["clipped_synapses"] == [0.5, 0.1] and rows[1]["clipped_pulses"] == [0.0, 0.1]
+
+
+def test_the_readout_refit_fits_frozen_measured_features_with_the_learners_rule() -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import readout_refit
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import devices
+    from mortal import ff
+
+    cfg = ff.FFConfig(n_classes=3, batch_size=10, readout_from=0)
+    pop = devices.spawn(devices.preset("ideal", (12, 8)), 2, jax.random.key(0))
+    state = ff.init_population(pop, cfg, 1)
+    x = jax.random.uniform(jax.random.key(1), (30, 12))
+    f = readout_refit.features(state, x, cfg, seed=0)
+    assert f.shape == (2, 30, 9)
+    m = ff.BENCH.measure(pop[1], ff.embed_neutral(x, cfg))
+    np.testing.assert_allclose(f[1], np.asarray(ff.readout_features(m, cfg)), rtol=1e-6)
+    # features whose common part dwarfs the class signal: the centred rule learns them in a few
+    # epochs, the plain one at this rate does not
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    feats = rng.normal(size=(300, 6)).astype(np.float32) + 20.0
+    feats[np.arange(300), y] += 3.0
+    feats = jnp.asarray(np.concatenate([feats, np.ones((300, 1), np.float32)], axis=1))
+
+    def error(w: jax.Array) -> dict[str, float]:
+        return {"train_error": float(np.mean(np.argmax(np.asarray(feats @ w), -1) != y))}
+
+    runs = {c: readout_refit.refit(feats, jnp.asarray(y), dataclasses.replace(
+        cfg, readout_center=c), 0.1, 3, 0, error) for c in (False, True)}
+    assert len(runs[True]) == 3
+    assert runs[True][-1]["train_error"] < 0.1
+    assert runs[False][-1]["train_error"] > 0.5

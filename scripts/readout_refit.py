@@ -1,0 +1,150 @@
+"""Is a device's one-pass readout limited by its features or by how the readout learned?
+
+The one-pass readout (issue: Forward-Forward in place, readout (b)) is a digital softmax on the
+normalised activities of one neutral-label pass, trained during FF learning by a delta rule.
+This script takes the devices of a population saved by ``scripts/ff_benchmarks.py
+--save-state``, measures their readout features once (``measure`` only: training, validation
+and test images, one read each) and fits fresh readouts on those frozen features with the same
+delta rule as training (``ff.readout_delta``, minibatches of the learner's ``batch_size``,
+constant learning rate), plain and with ``readout_center``. If a refit beats the saved readout,
+the features were good and the readout's training was not.
+
+Reproduce, for example (session 27: the 8-cell ``rram`` device of session 25)::
+
+    python scripts/readout_refit.py --data-dir ../shared/data \\
+        scripts/results/cells/ff_mnist-rram-ls2-mom0.98-gbelief-decay0.9-20ep-cells8-dac8.npz
+
+Seeds: the features of device ``i`` are read with keys from ``--seed`` (training, validation
+and test images with different keys); the refits draw minibatch orders from ``--seed``.
+Results: ``--out`` (default ``scripts/results/readout_refit.json``) and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _entry import run_script  # noqa: E402
+from _revision import git_revision  # noqa: E402
+from distill_benchmarks import _per_member, load_state  # noqa: E402
+
+from mortal import data, ff  # noqa: E402
+
+
+def features(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.ndarray:
+    """``(P, N, D + 1)`` readout features of every member: one neutral-label read each."""
+    def one(st: ff.FFState, key: jax.Array, xc: jax.Array) -> jax.Array:
+        m = ff.BENCH.measure(st.device, ff.embed_neutral(xc, cfg), key=key)
+        return ff.readout_features(m, cfg)
+    return _per_member(one, state, x, seed)
+
+
+def refit(f_train: jax.Array, y_train: jax.Array, cfg: ff.FFConfig, lr: float, epochs: int,
+          seed: int, evaluate: Any) -> list[dict[str, float]]:
+    """``epochs`` epochs of the learner's delta rule (``ff.readout_delta``) from a zero readout
+    on frozen features ``(N, D + 1)``; ``evaluate(w)`` after each epoch."""
+    b = cfg.batch_size
+    n = f_train.shape[0] // b * b
+    targets = jax.nn.one_hot(y_train, cfg.n_classes)
+
+    @jax.jit
+    def epoch(w: jax.Array, key: jax.Array) -> jax.Array:
+        order = jax.random.permutation(key, f_train.shape[0])[:n].reshape(-1, b)
+
+        def step(w: jax.Array, idx: jax.Array) -> tuple[jax.Array, None]:
+            feats = f_train[idx]
+            grad_z = ff.readout_gradient(feats @ w, targets[idx], None, cfg)
+            return w + lr * ff.readout_delta(feats, grad_z, w, cfg), None
+
+        return jax.lax.scan(step, w, order)[0]
+
+    w = jnp.zeros((f_train.shape[1], cfg.n_classes), jnp.float32)
+    history = []
+    for e in range(epochs):
+        w = epoch(w, jax.random.fold_in(jax.random.key(seed), e))
+        history.append(evaluate(w))
+    return history
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("state", help="a population file written by scripts/ff_benchmarks.py "
+                        "--save-state (.npz)")
+    parser.add_argument("--data-dir", default=None, help=f"IDX files (default ${data.DATA_ENV} "
+                        "or ../shared/data)")
+    parser.add_argument("--epochs", type=int, default=10, help="refit epochs over the "
+                        "training images")
+    parser.add_argument("--lr", type=float, nargs="+", default=[0.1],
+                        help="constant learning rates of the refits (the learner's "
+                        "readout_lr is 0.1 by default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
+                                             "readout_refit.json"))
+    args = parser.parse_args()
+    if args.epochs < 1 or any(not lr > 0 for lr in args.lr):
+        parser.error("--epochs must be >= 1 and every --lr > 0")
+    state, spec, cfg = load_state(args.state, "state")
+    ds = data.load("mnist" if spec.widths[0] == 784 else "digits", args.data_dir)
+    started = time.perf_counter()
+    feats = {split: features(state, jnp.asarray(getattr(ds, f"x_{split}")), cfg,
+                             args.seed + 1000 * k)
+             for k, split in enumerate(("train", "val", "test"))}
+    labels = {split: np.asarray(getattr(ds, f"y_{split}")) for split in feats}
+    print(f"features of {feats['train'].shape[0]} device(s) measured "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    rows: list[dict[str, Any]] = []
+    for i in range(feats["train"].shape[0]):
+        f = {split: jnp.asarray(a[i]) for split, a in feats.items()}
+
+        def errors(w: jax.Array, f: dict[str, jax.Array] = f) -> dict[str, float]:
+            return {f"{split}_error": float(np.mean(np.argmax(np.asarray(f[split] @ w), -1)
+                                                    != labels[split]))
+                    for split in ("val", "test")}
+
+        rows.append({"device": i, "rule": "saved", "lr": None,
+                     "history": [errors(state.readout[i])]})
+        for center in (False, True):
+            rule = dataclasses.replace(cfg, readout_center=center)
+            for lr in args.lr:
+                history = refit(f["train"], jnp.asarray(labels["train"]), rule, lr,
+                                args.epochs, args.seed, errors)
+                rows.append({"device": i, "rule": "centred" if center else "plain", "lr": lr,
+                             "history": history})
+        print(f"device {i} refitted ({time.perf_counter() - started:.0f} s)", flush=True)
+    result = {"state": args.state, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+              "batch_size": cfg.batch_size, "readout_decay": cfg.readout_decay,
+              "readout_from": cfg.readout_from, "rows": rows,
+              "git_revision": git_revision(ROOT),
+              "elapsed_s": round(time.perf_counter() - started, 1),
+              "command": " ".join([sys.executable, *sys.argv])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print(f"\n{'device':>6}  {'readout':<8} {'lr':>6}  {'val %':>6}  {'test %':>6}  "
+          f"{'best val % (epoch)':>18}")
+    for row in rows:
+        last, h = row["history"][-1], row["history"]
+        best = min(range(len(h)), key=lambda e: h[e]["val_error"])
+        lr = "" if row["lr"] is None else f"{row['lr']:g}"
+        print(f"{row['device']:>6}  {row['rule']:<8} {lr:>6}  {100 * last['val_error']:6.2f}  "
+              f"{100 * last['test_error']:6.2f}  "
+              f"{100 * h[best]['val_error']:10.2f} ({best + 1:>2})")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    run_script(main)
