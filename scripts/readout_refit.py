@@ -6,7 +6,8 @@ This script takes the devices of a population saved by ``scripts/ff_benchmarks.p
 --save-state``, measures their readout features once (``measure`` only: training, validation
 and test images, one read each) and fits fresh readouts on those frozen features with the same
 delta rule as training (``ff.readout_delta``, minibatches of the learner's ``batch_size``,
-constant learning rate), plain and with ``readout_center``. If a refit beats the saved readout,
+constant learning rate, the learner's ``readout_decay`` or ``--decay``), plain and with
+``readout_center``. If a refit beats the saved readout,
 the features were good and the readout's training was not.
 
 Reproduce, for example (session 27: the 8-cell ``rram`` device of session 25)::
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -89,13 +91,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, nargs="+", default=[0.1],
                         help="constant learning rates of the refits (the learner's "
                         "readout_lr is 0.1 by default)")
+    parser.add_argument("--decay", type=float, nargs="+", default=None,
+                        help="readout_decay values of the refits (default: the learner's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
                                              "readout_refit.json"))
     args = parser.parse_args()
     if args.epochs < 1 or any(not lr > 0 for lr in args.lr):
         parser.error("--epochs must be >= 1 and every --lr > 0")
+    if args.decay is not None and any(not d >= 0 for d in args.decay):
+        parser.error("every --decay must be >= 0")
     state, spec, cfg = load_state(args.state, "state")
+    decays = [cfg.readout_decay] if args.decay is None else args.decay
     ds = data.load("mnist" if spec.widths[0] == 784 else "digits", args.data_dir)
     started = time.perf_counter()
     feats = {split: features(state, jnp.asarray(getattr(ds, f"x_{split}")), cfg,
@@ -113,18 +120,17 @@ def main() -> None:
                                                     != labels[split]))
                     for split in ("val", "test")}
 
-        rows.append({"device": i, "rule": "saved", "lr": None,
+        rows.append({"device": i, "rule": "saved", "lr": None, "decay": None,
                      "history": [errors(state.readout[i])]})
-        for center in (False, True):
-            rule = dataclasses.replace(cfg, readout_center=center)
-            for lr in args.lr:
-                history = refit(f["train"], jnp.asarray(labels["train"]), rule, lr,
-                                args.epochs, args.seed, errors)
-                rows.append({"device": i, "rule": "centred" if center else "plain", "lr": lr,
-                             "history": history})
+        for center, decay, lr in itertools.product((False, True), decays, args.lr):
+            rule = dataclasses.replace(cfg, readout_center=center, readout_decay=decay)
+            history = refit(f["train"], jnp.asarray(labels["train"]), rule, lr, args.epochs,
+                            args.seed, errors)
+            rows.append({"device": i, "rule": "centred" if center else "plain", "lr": lr,
+                         "decay": decay, "history": history})
         print(f"device {i} refitted ({time.perf_counter() - started:.0f} s)", flush=True)
     result = {"state": args.state, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-              "batch_size": cfg.batch_size, "readout_decay": cfg.readout_decay,
+              "batch_size": cfg.batch_size, "decay": decays,
               "readout_from": cfg.readout_from, "rows": rows,
               "git_revision": git_revision(ROOT),
               "elapsed_s": round(time.perf_counter() - started, 1),
@@ -134,14 +140,15 @@ def main() -> None:
     tmp = out.with_suffix(".part")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
-    print(f"\n{'device':>6}  {'readout':<8} {'lr':>6}  {'val %':>6}  {'test %':>6}  "
-          f"{'best val % (epoch)':>18}")
+    print(f"\n{'device':>6}  {'readout':<8} {'lr':>6} {'decay':>7}  {'val %':>6}  "
+          f"{'test %':>6}  {'best val % (epoch)':>18}")
     for row in rows:
         last, h = row["history"][-1], row["history"]
         best = min(range(len(h)), key=lambda e: h[e]["val_error"])
         lr = "" if row["lr"] is None else f"{row['lr']:g}"
-        print(f"{row['device']:>6}  {row['rule']:<8} {lr:>6}  {100 * last['val_error']:6.2f}  "
-              f"{100 * last['test_error']:6.2f}  "
+        decay = "" if row["decay"] is None else f"{row['decay']:g}"
+        print(f"{row['device']:>6}  {row['rule']:<8} {lr:>6} {decay:>7}  "
+              f"{100 * last['val_error']:6.2f}  {100 * last['test_error']:6.2f}  "
               f"{100 * h[best]['val_error']:10.2f} ({best + 1:>2})")
     print(f"written to {out}")
 
