@@ -69,7 +69,11 @@ class FFConfig:
     minibatch's mean features, the bias row taking up the shift, so the readout stays one linear
     map of the features and carries no extra state (see ``readout_delta``). Normalised
     activities of non-negative neurons share a large common part (92 % of their squared norm on
-    an 8-cell MNIST ``rram`` device), along which the plain rule oscillates; centring removes it.
+    an 8-cell MNIST ``rram`` device, mostly a few always-on units), along which the plain rule
+    oscillates. Centring removes that for a readout fitted on frozen features
+    (``scripts/readout_refit.py``), but a readout learning beside the device lagged the plain
+    rule with it on the digits and, as the source of Hinton's hard negatives, derailed FF there
+    (docs/results.md, session 27). Off by default.
     ``negatives``: ``hard`` (drawn from the device's belief, the neutral-pass
     readout), ``random`` (uniform), or ``excess`` (drawn from where the belief exceeds the target:
     ``∝ max(softmax(z) − q̃, 0)``, see ``sample_negatives``; equal to ``hard`` for one-hot
