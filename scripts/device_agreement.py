@@ -22,8 +22,6 @@ that file's devices. Results: ``--out`` (default ``scripts/results/device_agreem
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _agreement import agreement_table  # noqa: E402
 from _entry import run_script  # noqa: E402
-from _revision import git_revision  # noqa: E402
+from _record import provenance, write_json  # noqa: E402
 from distill_benchmarks import _scores, load_state  # noqa: E402
 
 from mortal import data  # noqa: E402
@@ -77,14 +75,9 @@ def main() -> None:
     table = agreement_table(np.stack(first), yt)
     result = {"devices": names, "test_error": errors, "self_agreement": self_agree, **table,
               "reads": args.reads, "seed": args.seed, "states": args.states,
-              "git_revision": git_revision(ROOT),
-              "elapsed_s": round(time.perf_counter() - started, 1),
-              "command": " ".join([sys.executable, *sys.argv])}
+              **provenance(ROOT, started)}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(out, result)
     width = max(len(n) for n in names)
     print(f"{'device':>{width}}  err% (read 1)  self-agree%  " + "  ".join(
         f"{k:>6}" for k in range(len(names))))

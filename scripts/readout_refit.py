@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _entry import run_script  # noqa: E402
-from _revision import git_revision  # noqa: E402
+from _record import provenance, write_json  # noqa: E402
 from distill_benchmarks import _per_member, load_state  # noqa: E402
 
 from mortal import data, ff  # noqa: E402
@@ -132,14 +130,9 @@ def main() -> None:
     result = {"state": args.state, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
               "batch_size": cfg.batch_size, "decay": decays,
               "readout_from": cfg.readout_from, "rows": rows,
-              "git_revision": git_revision(ROOT),
-              "elapsed_s": round(time.perf_counter() - started, 1),
-              "command": " ".join([sys.executable, *sys.argv])}
+              **provenance(ROOT, started)}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(out, result)
     print(f"\n{'device':>6}  {'readout':<8} {'lr':>6} {'decay':>7}  {'val %':>6}  "
           f"{'test %':>6}  {'best val % (epoch)':>18}")
     for row in rows:
