@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ def provenance(root: Path, started: float) -> dict[str, Any]:
             "command": " ".join([sys.executable, *sys.argv])}
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """``payload`` as JSON at ``path`` (folders made): written to ``<path>.part`` first and
-    renamed, so a crash never leaves a partial file under the final name."""
+def write_json(path: Path, payload: dict[str, Any], indent: int = 2,
+               default: Callable[[Any], Any] | None = None) -> None:
+    """``payload`` as JSON at ``path`` (folders made; ``indent`` and ``default`` as in
+    ``json.dumps``): written to ``<path>.part`` first and renamed, so a crash never leaves a
+    partial file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(payload, indent=indent, default=default))
     os.replace(tmp, path)

@@ -77,7 +77,7 @@ def main() -> None:
               "reads": args.reads, "seed": args.seed, "states": args.states,
               **provenance(ROOT, started)}
     out = Path(args.out)
-    write_json(out, result)
+    write_json(out, result, indent=1)
     width = max(len(n) for n in names)
     print(f"{'device':>{width}}  err% (read 1)  self-agree%  " + "  ".join(
         f"{k:>6}" for k in range(len(names))))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from mortal import data, ff, runs  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
+from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 from mortal.xla_cpu import xla_flags  # noqa: E402
@@ -368,9 +368,7 @@ def main() -> None:
     results["dataset"] = args.dataset
 
     def save() -> None:
-        tmp = out.with_suffix(".json.part")
-        tmp.write_text(json.dumps(results, indent=2, default=str))
-        os.replace(tmp, out)
+        write_json(out, results, default=str)
 
     rev = git_revision(ROOT)
 

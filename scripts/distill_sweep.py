@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distill_benchmarks as bench
 from _entry import run_script
+from _record import write_json
 from _revision import git_revision
 
 import distill
@@ -85,9 +85,7 @@ def main() -> None:
     rows = results.setdefault("rows", {})
 
     def save() -> None:
-        tmp = out.with_suffix(".json.part")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, out)
+        write_json(out, results)
 
     common = {"epochs": args.epochs, "students": n, "temperature": t, "seed": s,
               "student_preset": args.student_preset,

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _agreement import agreement_table  # noqa: E402
 from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
+from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 from mortal.xla_cpu import xla_flags  # noqa: E402
@@ -120,12 +121,6 @@ def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
     return spec, cfg
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def run(name: str, exp: Experiment, ds: data.Dataset,
         args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
@@ -180,7 +175,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
               f"{np.mean(row['readout_acc']):.4f}"
               + "".join(f" {k} {np.round(v, 4).tolist()}" for k, v in row.items()
                         if k.endswith("_error")), flush=True)
-        _write_json(out, result)
+        write_json(out, result)
     final = result["history"][-1]
     g, s = np.asarray(final["test_goodness_error"]), np.asarray(final["test_softmax_error"])
     result["summary"] = {
@@ -194,7 +189,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
     if args.save_state:
         save_state(out.with_suffix(".npz"), state, spec, cfg)
     result["complete"] = True
-    _write_json(out, result)
+    write_json(out, result)
     return result
 
 

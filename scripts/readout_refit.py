@@ -132,7 +132,7 @@ def main() -> None:
               "readout_from": cfg.readout_from, "rows": rows,
               **provenance(ROOT, started)}
     out = Path(args.out)
-    write_json(out, result)
+    write_json(out, result, indent=1)
     print(f"\n{'device':>6}  {'readout':<8} {'lr':>6} {'decay':>7}  {'val %':>6}  "
           f"{'test %':>6}  {'best val % (epoch)':>18}")
     for row in rows:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -74,6 +73,7 @@ from mortal import data, ff  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
+from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 from mortal.xla_cpu import xla_flags  # noqa: E402
@@ -320,9 +320,7 @@ def main() -> None:
         result["rows"][name] = {**run_row(preset, cfg_changes, spec_changes, ds, args),
                                 "git_revision": result["git_revision"],
                                 "xla_flags": result["xla_flags"]}
-        tmp = out.with_suffix(".json.part")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        write_json(out, result)
         r = result["rows"][name]
         print(f"{name:<52} {100 * r['val_goodness_error']:6.2f} "
               f"{100 * r['val_softmax_error']:6.2f}", flush=True)

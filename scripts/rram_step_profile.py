@@ -53,6 +53,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _entry import run_script  # noqa: E402
+from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 import devices  # noqa: E402
@@ -191,9 +192,7 @@ def main() -> None:
     result["loadavg_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.part")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    write_json(out, result)
     print(f"\n{'training step, 784-1000-1000-1000, B = 100':<44} {'ms':>6}")
     for name, row in result["step_ms"].items():
         print(f"{name:<44} {row['median']:6.1f}")

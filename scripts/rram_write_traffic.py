@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +44,7 @@ from mortal import data, ff  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
+from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 from mortal.xla_cpu import xla_flags  # noqa: E402
@@ -222,9 +221,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        tmp = out.with_suffix(".json.part")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        write_json(out, result)
 
     for m in args.momentum:
         started = time.perf_counter()
