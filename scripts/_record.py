@@ -1,5 +1,5 @@
-"""What a diagnostic script stores beside its result: where it came from, written whole or not
-at all."""
+"""How the scripts in ``scripts/`` store a result: JSON written whole or not at all, and where
+it came from."""
 
 from __future__ import annotations
 
