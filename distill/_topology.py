@@ -144,8 +144,9 @@ class DistillConfig:
 def student_config(cfg: ff.FFConfig, dcfg: DistillConfig) -> ff.FFConfig:
     """The learner config a student uses: the readout descends the T²-scaled soft loss; the
     positives are drawn at τ = ``positive_temperature`` (power T / τ on the targets); the
-    goodness-KL weight and the negatives as ``dcfg`` says."""
-    return dataclasses.replace(cfg, readout_temperature=dcfg.temperature,
+    goodness-KL weight and the negatives as ``dcfg`` says; no readout refit (students learn by
+    ``ff.train_step`` every epoch)."""
+    return dataclasses.replace(cfg, readout_temperature=dcfg.temperature, readout_refit_epochs=0,
                                hard_weight=dcfg.hard_weight, mode="supervised",
                                positive_power=dcfg.temperature / dcfg.positive_temperature,
                                goodness_kl_weight=dcfg.goodness_kl_weight,

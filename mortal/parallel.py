@@ -153,8 +153,9 @@ def _train_program(cfg: Any, bench: Any, mesh: Mesh | None, chunk: int
 
     def local(states: Any, x: Any, t: Any, keys: Any, orders: Any) -> Any:
         n = jax.tree.leaves(states)[0].shape[0]
-        return ff.in_chunks(lambda s, k, o: ff.train_epoch(s, x, t, k, o, cfg, bench),
-                            (states, keys, orders), shard_chunk(chunk, n))
+        return ff.by_phase(states.step, cfg, x.shape[0], lambda phase: ff.in_chunks(
+            lambda s, k, o: ff.train_epoch(s, x, t, k, o, cfg, bench, phase),
+            (states, keys, orders), shard_chunk(chunk, n)))
 
     return over_population(local, mesh, (True, False, False, True, True), donate=(0,))
 

@@ -8,7 +8,10 @@ and test images, one read each) and fits fresh readouts on those frozen features
 delta rule as training (``ff.readout_delta``, minibatches of the learner's ``batch_size``,
 constant learning rate, the learner's ``readout_decay`` or ``--decay``), plain and with
 ``readout_center``. If a refit beats the saved readout,
-the features were good and the readout's training was not.
+the features were good and the readout's training was not. ``--learner`` adds the learner's
+own refit (``FFConfig.readout_refit_epochs``, ``ff.refit_step``): the same centred rule, but
+every minibatch read afresh from the device (read noise and all) instead of from the frozen
+features; its readouts are scored on the same frozen validation and test features.
 
 Reproduce, for example (session 27: the 8-cell ``rram`` device of session 25)::
 
@@ -53,7 +56,7 @@ def features(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np
 
 def refit(f_train: jax.Array, y_train: jax.Array, cfg: ff.FFConfig, lr: float, epochs: int,
           seed: int, evaluate: Any) -> list[dict[str, float]]:
-    """``epochs`` epochs of the learner's delta rule (``ff.readout_delta``) from a zero readout
+    """``epochs`` epochs of the learner's delta rule (``ff.readout_update``) from a zero readout
     on frozen features ``(N, D + 1)``; ``evaluate(w)`` after each epoch."""
     b = cfg.batch_size
     n = f_train.shape[0] // b * b
@@ -65,8 +68,7 @@ def refit(f_train: jax.Array, y_train: jax.Array, cfg: ff.FFConfig, lr: float, e
 
         def step(w: jax.Array, idx: jax.Array) -> tuple[jax.Array, None]:
             feats = f_train[idx]
-            grad_z = ff.readout_gradient(feats @ w, targets[idx], None, cfg)
-            return w + lr * ff.readout_delta(feats, grad_z, w, cfg), None
+            return ff.readout_update(w, feats, feats @ w, targets[idx], None, lr, cfg), None
 
         return jax.lax.scan(step, w, order)[0]
 
@@ -75,6 +77,29 @@ def refit(f_train: jax.Array, y_train: jax.Array, cfg: ff.FFConfig, lr: float, e
     for e in range(epochs):
         w = epoch(w, jax.random.fold_in(jax.random.key(seed), e))
         history.append(evaluate(w))
+    return history
+
+
+def learner_refit(state: ff.FFState, x: jax.Array, y: jax.Array, cfg: ff.FFConfig, lr: float,
+                  decay: float, epochs: int, seed: int, evaluate: Any
+                  ) -> list[list[dict[str, float]]]:
+    """The learner's own refit (``FFConfig.readout_refit_epochs``): ``epochs`` epochs of
+    ``ff.population_epoch`` after the saved FF epochs, every minibatch read afresh from the
+    device; ``evaluate(i, w)`` of each member's readout after each epoch. ``[member][epoch]``."""
+    spe = ff.steps_per_epoch(x.shape[0], cfg)
+    done = int(np.asarray(state.step).reshape(-1)[0]) // spe
+    if done != cfg.ff_epochs:
+        raise SystemExit(f"the saved state has done {done} epochs of {x.shape[0]} images, not "
+                         f"its config's {cfg.ff_epochs}: refit a completed training run")
+    rcfg = dataclasses.replace(cfg, epochs=done + epochs, readout_refit_epochs=epochs,
+                               readout_refit_lr=lr, readout_refit_decay=decay)
+    n = state.step.shape[0]
+    history: list[list[dict[str, float]]] = [[] for _ in range(n)]
+    for e in range(done, done + epochs):
+        keys, order = ff.epoch_keys(jax.random.key(seed), e, n, rcfg)
+        state, _ = ff.population_epoch(state, x, y, keys, order, cfg=rcfg, bench=ff.BENCH)
+        for i in range(n):
+            history[i].append(evaluate(i, state.readout[i]))
     return history
 
 
@@ -92,6 +117,9 @@ def main() -> None:
     parser.add_argument("--decay", type=float, nargs="+", default=None,
                         help="readout_decay values of the refits (default: the learner's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learner", action="store_true",
+                        help="also run the learner's own refit (readout_refit_epochs: centred, "
+                        "every minibatch read afresh from the device) at each --lr and --decay")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
                                              "readout_refit.json"))
     args = parser.parse_args()
@@ -127,6 +155,18 @@ def main() -> None:
             rows.append({"device": i, "rule": "centred" if center else "plain", "lr": lr,
                          "decay": decay, "history": history})
         print(f"device {i} refitted ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.learner:
+        x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+        for decay, lr in itertools.product(decays, args.lr):
+            per_member = learner_refit(
+                state, x_train, y_train, cfg, lr, decay, args.epochs, args.seed,
+                lambda i, w: {f"{split}_error": float(np.mean(np.argmax(
+                    np.asarray(feats[split][i] @ w), -1) != labels[split]))
+                    for split in ("val", "test")})
+            rows += [{"device": i, "rule": "learner", "lr": lr, "decay": decay, "history": h}
+                     for i, h in enumerate(per_member)]
+            print(f"learner refit at lr {lr:g}, decay {decay:g} done "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
     result = {"state": args.state, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
               "batch_size": cfg.batch_size, "decay": decays,
               "readout_from": cfg.readout_from, "rows": rows,

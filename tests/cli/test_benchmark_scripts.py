@@ -211,3 +211,17 @@ def test_the_readout_refit_fits_frozen_measured_features_with_the_learners_rule(
     assert len(runs[True]) == 3
     assert runs[True][-1]["train_error"] < 0.1
     assert runs[False][-1]["train_error"] > 0.5
+    # the learner's own refit (fresh reads each minibatch) after a completed run of 1 epoch
+    labels = jnp.asarray(np.arange(60) % 3)
+    xs = jax.random.uniform(jax.random.key(2), (60, 12)).at[jnp.arange(60), 3 + labels].add(2.0)
+    cfg1 = dataclasses.replace(cfg, epochs=1)
+    done = dataclasses.replace(ff.init_population(pop, cfg1, 6), step=jnp.full((2,), 6))
+    f_done = readout_refit.features(done, xs, cfg1, seed=1)
+    hist = readout_refit.learner_refit(
+        done, xs, labels, cfg1, 0.3, 0.0, 2, 0,
+        lambda i, w: {"train_error": float(np.mean(np.argmax(f_done[i] @ np.asarray(w), -1)
+                                                   != np.asarray(labels)))})
+    assert [len(h) for h in hist] == [2, 2]
+    assert all(h[-1]["train_error"] < 0.2 for h in hist)
+    with pytest.raises(SystemExit, match="done 0 epochs of 60 images, not its config's 1"):
+        readout_refit.learner_refit(state, xs, labels, cfg1, 0.3, 0.0, 1, 0, None)

@@ -132,6 +132,8 @@ def test_student_only_settings_reach_the_students_and_change_what_they_learn() -
     base = distill.DistillConfig()
     assert distill.student_config(CFG, base).negatives == CFG.negatives
     assert distill.student_config(CFG, base).negative_belief == CFG.negative_belief
+    refitting = dataclasses.replace(CFG, readout_refit_epochs=1)
+    assert distill.student_config(refitting, base).readout_refit_epochs == 0
     dcfg = distill.DistillConfig(goodness_kl_weight=0.1, negatives="excess",
                                  goodness_kl_temperature="fit", negative_belief="goodness",
                                  goodness_kl_start=0.25)

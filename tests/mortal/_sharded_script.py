@@ -24,7 +24,7 @@ pop = devices.spawn(spec, P, jax.random.key(0))
 state0 = ff.init_population(pop, cfg, ff.steps_per_epoch(64, cfg))
 
 
-def train(mesh):
+def train(mesh, cfg=cfg):
     st = parallel.shard(jax.tree.map(jnp.copy, state0), mesh)  # the epoch donates its input
     xs, ys = parallel.replicate((x, y), mesh)
     for e in range(cfg.epochs):
@@ -46,6 +46,12 @@ for n in (2, 4):
     got = train(mesh)
     out[f"train_mesh{n}_identical"] = same(ref, got)
     out[f"train_mesh{n}_sharded"] = len(got.readout.sharding.device_set) == n
+
+# a readout refit after the FF epochs: each shard picks the phase; the devices stay as FF left them
+refit_cfg = ff.FFConfig(**{**cfg.__dict__, "epochs": cfg.epochs + 1, "readout_refit_epochs": 1})
+refit = train(parallel.population_mesh(P, 4), refit_cfg)
+out["refit_mesh4_identical"] = same(train(None, refit_cfg), refit)
+out["refit_keeps_devices"] = same(ref.device, refit.device)
 
 # distillation: a teacher replicated on every shard, students split over the mesh
 dcfg = distill.DistillConfig(temperature=4.0)

@@ -472,6 +472,59 @@ def test_centred_readout_learns_the_same_whatever_offset_all_features_share(cent
     assert same == center  # the plain rule's steps depend on the shared offset
 
 
+def test_refit_step_is_one_centred_delta_step_on_a_fresh_read_starting_from_zero() -> None:
+    cfg = dataclasses.replace(CFG, epochs=3, readout_refit_epochs=1)
+    spe = 4
+    device = devices.fabricate(devices.preset("ideal", W), jax.random.key(3))
+    state = ff.init(device, cfg, spe)
+    trained = jax.random.normal(jax.random.key(4), state.readout.shape)
+    state = dataclasses.replace(state, readout=trained, step=jnp.asarray(2 * spe, jnp.int32))
+    x, y = _data(10)
+    t = jax.nn.one_hot(y, N_CLASSES)
+    key = jax.random.key(9)
+    feats = ff.readout_features(ff.BENCH.measure(device, ff.embed_neutral(x, cfg), key=key), cfg)
+    rule = ff.refit_config(cfg)
+    assert rule.readout_center and rule.readout_decay == cfg.readout_refit_decay
+    zero = jnp.zeros_like(trained)
+    expected = ff.readout_update(zero, feats, feats @ zero, t, None, cfg.readout_refit_lr, rule)
+    new, metrics = ff.refit_step(state, x, y, key, cfg, spe)
+    np.testing.assert_allclose(np.asarray(new.readout), np.asarray(expected), rtol=1e-6,
+                               atol=1e-7)
+    assert _tree_equal(new.device, device) and _tree_equal(new.record, state.record)
+    assert int(new.step) == 2 * spe + 1 and np.isnan(float(metrics["ff_loss"]))
+    # later steps continue from the refitted readout instead of starting again
+    again, _ = ff.refit_step(new, x, y, key, cfg, spe)
+    expected = ff.readout_update(new.readout, feats, feats @ new.readout, t, None,
+                                 cfg.readout_refit_lr, rule)
+    np.testing.assert_allclose(np.asarray(again.readout), np.asarray(expected), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_readout_refit_epochs_keep_the_trained_device_and_refit_only_the_readout() -> None:
+    """FF for ``epochs − R`` epochs exactly as a run of that many epochs, then R epochs that
+    measure the device without programming it; populations pick the phase once for all, and a
+    device alone (``train_epoch`` choosing by its own step counter) learns the same."""
+    pop = devices.spawn(devices.preset("rram", W), 2, jax.random.key(5))
+    x, y = _data()
+    plain = dataclasses.replace(CFG, epochs=2)
+    refit = dataclasses.replace(CFG, epochs=3, readout_refit_epochs=1)
+    assert refit.ff_epochs == 2
+    a, _ = _train(pop, y, x, 2, cfg=plain)
+    b, metrics = _train(pop, y, x, 3, cfg=refit)
+    assert _tree_equal((a.device, a.record, a.opt_state), (b.device, b.record, b.opt_state))
+    assert not np.allclose(np.asarray(a.readout), np.asarray(b.readout))
+    assert np.all(np.isnan(np.asarray(metrics["ff_loss"])))
+    assert np.all(np.asarray(metrics["readout_acc"]) > 0.5)
+    alone = ff.init(pop[0], refit, ff.steps_per_epoch(40, refit))
+    for e in range(3):
+        keys, order = ff.epoch_keys(jax.random.key(1), e, 2, refit)
+        alone, _ = ff.train_epoch(alone, x, y, keys[0], order[0], refit)
+    np.testing.assert_allclose(np.asarray(alone.readout), np.asarray(b.readout[0]), rtol=1e-5,
+                               atol=1e-6)
+    for wa, wb in zip(alone.device.state.weights, b.device.state.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(wa), np.asarray(wb[0]), rtol=1e-5, atol=1e-6)
+
+
 def test_adam_smooths_the_request_with_momentum_as_its_first_moment_decay() -> None:
     cfg = dataclasses.replace(CFG, optimizer="adam", momentum=0.5, weight_decay=0.0, lr=0.1)
     opt = ff.make_optimizer(cfg, steps_per_epoch=10)  # lr constant over these two steps
@@ -632,6 +685,8 @@ def test_invalid_learner_config_is_a_clear_error() -> None:
         ff.FFConfig(momentum=1.5)
     with pytest.raises(ValueError, match="image_shape"):
         ff.FFConfig(mode="unsupervised")
+    with pytest.raises(ValueError, match=r"readout_refit_epochs must lie in \[0, epochs\)"):
+        ff.FFConfig(epochs=5, readout_refit_epochs=5)
     with pytest.raises(ValueError, match="readout_from=3 leaves no layer"):
         ff.init(devices.fabricate(devices.preset("ideal", W), jax.random.key(0)),
                 dataclasses.replace(CFG, readout_from=3), 4)

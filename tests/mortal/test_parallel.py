@@ -29,6 +29,7 @@ def test_sharded_training_gives_the_same_bits(results: dict) -> None:
     for n in (2, 4):
         assert results[f"train_mesh{n}_sharded"], n
         assert results[f"train_mesh{n}_identical"], n
+    assert results["refit_mesh4_identical"] and results["refit_keeps_devices"]
 
 
 def test_sharded_distillation_gives_the_same_bits(results: dict) -> None:
