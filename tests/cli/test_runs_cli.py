@@ -631,3 +631,16 @@ def test_bfloat16_products_reach_every_population_of_a_run(reference: Path,
                                              .state.weights[0]))
     assert np.isfinite(runs.final(out, "students")["test_agreement"]).all()
     assert "matmul_dtype = \"bfloat16\"" in runs.config_text(out)
+
+
+def test_a_readout_refit_is_logged_as_epochs_that_measure_only(tmp_path: Path) -> None:
+    """``train.readout_refit_epochs``: the last epochs of a run refit the one-pass readout; the
+    log shows them as epochs without FF (``ff_loss`` NaN) whose readout still learns."""
+    path = tmp_path / "refit.h5"
+    assert main(["train", "-o", str(path), *TINY, "--set", "train.epochs=3",
+                 "--set", "train.readout_refit_epochs=1", "--quiet"]) == 0
+    m = runs.metrics(path, "train")
+    assert runs.status(path) == "complete" and list(m["epoch"]) == [1, 2, 3]
+    assert np.all(np.isfinite(m["ff_loss"][:2])) and np.all(np.isnan(m["ff_loss"][2]))
+    assert np.all(m["readout_acc"][2] > 0.3)  # ten classes: chance is 0.1
+    assert np.all(np.isfinite(m["val_softmax_error"][-1]))
