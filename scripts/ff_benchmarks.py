@@ -238,8 +238,8 @@ def main() -> None:
     args.overrides = parse_overrides(args.set, parser, reserved={"epochs": "--epochs"})
     for name in args.experiments:  # every combination is checked before hours of training
         try:
-            build(EXPERIMENTS[name], 1, args.overrides, cells=args.cells,
-                  input_bound=args.input_bound)
+            build(EXPERIMENTS[name], args.epochs or EXPERIMENTS[name].epochs, args.overrides,
+                  cells=args.cells, input_bound=args.input_bound)
         except (TypeError, ValueError) as exc:
             parser.error(f"--set, --cells or --input-bound with {name}: {exc}")
     # every dataset is read (and MD5-checked) before the first experiment trains

@@ -36,6 +36,8 @@ def _last_line(err: str) -> str:
     ("ff_benchmarks.py", ["digits-ideal", "--set", "epochs=3"], "use --epochs"),
     ("ff_benchmarks.py", ["digits-ideal", "--set", "lr=-1"], "lr"),
     ("ff_benchmarks.py", ["digits-ideal", "--set", "readout_from=5"], "digits-ideal"),
+    ("ff_benchmarks.py", ["digits-ideal", "--epochs", "4", "--set", "readout_refit_epochs=4"],
+     "readout_refit_epochs must lie in [0, epochs)"),
     ("ff_benchmarks.py", ["digits-rram", "--cells", "0"],
      "--cells or --input-bound with digits-rram: invalid device recipe: layer 0 synapse.cells"),
     ("ff_benchmarks.py", ["digits-rram", "--input-bound", "-1"],
