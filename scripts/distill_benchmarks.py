@@ -254,6 +254,10 @@ def main() -> None:
                         help="conductance cells per synapse of every rram student and control "
                         "device (SynapseSpec.cells, Boybat et al. 2018); the teacher keeps its "
                         "own recipe (default 1)")
+    parser.add_argument("--student-input-bound", type=float, default=None, metavar="X",
+                        help="the DAC's full scale of every rram student and control device "
+                        "(ReadSpec.input_bound, every layer; rram: 4), e.g. 8 for students of "
+                        "a teacher trained with ff_benchmarks.py --input-bound 8")
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--fraction-epochs", type=int, default=None,
                         help="epochs over the small transfer set (default: as many steps as "
@@ -337,6 +341,11 @@ def main() -> None:
             rram = rram.replace_in_layers("synapse", cells=args.student_cells)
         except devices.SpecError as exc:
             parser.error(f"--student-cells: {exc}")
+    if args.student_input_bound is not None:
+        try:
+            rram = rram.replace_in_layers("read", input_bound=args.student_input_bound)
+        except devices.SpecError as exc:
+            parser.error(f"--student-input-bound: {exc}")
     ds = data.load(args.dataset, args.data_dir)
     try:
         cfg = ff.FFConfig(epochs=args.epochs, n_classes=ds.n_classes, **{**cfg_kw, **overrides})
@@ -386,6 +395,7 @@ def main() -> None:
                    student_negatives=args.student_negatives or cfg.negatives,
                    student_negative_belief=args.student_negative_belief or cfg.negative_belief,
                    jitter=args.jitter, student_cells=args.student_cells,
+                   student_input_bound=args.student_input_bound,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
@@ -428,10 +438,12 @@ def main() -> None:
             row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
             controls = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
                         "mean_weight_copy_error")
-            old = {"student_cells": 1, **results.get(name, {})}  # rows before the flag: 1
+            # rows from before the flags: 1 cell, the preset's DAC
+            old = {"student_cells": 1, "student_input_bound": None, **results.get(name, {})}
             same = all(old.get(k) == v for k, v in (
                 ("students", n), ("epochs", args.epochs), ("seed", s),
                 ("student_cells", args.student_cells),
+                ("student_input_bound", args.student_input_bound),
                 ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
                 ("teacher_state", args.teacher_state)))
             if args.no_controls:

@@ -50,6 +50,8 @@ def _last_line(err: str) -> str:
      "goodness_kl_start has no effect without goodness_kl_weight > 0"),
     ("distill_benchmarks.py", ["--dataset", "digits", "--student-cells", "0"],
      "--student-cells: invalid device recipe: layer 0 synapse.cells must be an integer >= 1"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--student-input-bound", "0"],
+     "--student-input-bound: invalid device recipe: layer 0 read.input_bound must be"),
 ])
 def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                           says: str) -> None:
