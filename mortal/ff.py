@@ -80,10 +80,10 @@ class FFConfig:
     many epochs would, then the readout restarts from zero and learns with the centred rule
     (``readout_center``) at a constant ``readout_refit_lr`` and decay ``readout_refit_decay``,
     each minibatch from a fresh neutral-label read (``refit_step``). Ten refit epochs after FF
-    on three MNIST ``rram`` devices (8 cells and 1 cell per synapse) beat the readout trained
-    beside the device by 0.65 to 2.46 points, ending within 0.2 points of their goodness
-    readout or below it (docs/results.md, session 28), at about an eighth of an FF epoch's time
-    each. Distillation students never refit (their ``student_config`` sets R = 0).
+    on 12 MNIST ``rram`` devices (8 cells or 1 cell per synapse) beat the readout trained beside
+    the device by 0.65 to 3.05 points, ending 0.42 points below to 0.72 above their goodness
+    readout (docs/results.md, session 28), each epoch costing about an eighth of an FF epoch.
+    Distillation students never refit (their ``student_config`` sets R = 0).
     ``negatives``: ``hard`` (drawn from the device's belief, the neutral-pass
     readout), ``random`` (uniform), or ``excess`` (drawn from where the belief exceeds the target:
     ``∝ max(softmax(z) − q̃, 0)``, see ``sample_negatives``; equal to ``hard`` for one-hot
