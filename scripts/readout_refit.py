@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import sys
 import time
@@ -138,19 +139,21 @@ def main() -> None:
     print(f"features of {feats['train'].shape[0]} device(s) measured "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     rows: list[dict[str, Any]] = []
+
+    def member_errors(i: int, w: jax.Array) -> dict[str, float]:
+        """Validation and test error of readout ``w`` on member ``i``'s frozen features."""
+        return {f"{split}_error": float(np.mean(np.argmax(np.asarray(feats[split][i] @ w), -1)
+                                                != labels[split]))
+                for split in ("val", "test")}
+
     for i in range(feats["train"].shape[0]):
-        f = {split: jnp.asarray(a[i]) for split, a in feats.items()}
-
-        def errors(w: jax.Array, f: dict[str, jax.Array] = f) -> dict[str, float]:
-            return {f"{split}_error": float(np.mean(np.argmax(np.asarray(f[split] @ w), -1)
-                                                    != labels[split]))
-                    for split in ("val", "test")}
-
+        f_train = jnp.asarray(feats["train"][i])
+        errors = functools.partial(member_errors, i)
         rows.append({"device": i, "rule": "saved", "lr": None, "decay": None,
                      "history": [errors(state.readout[i])]})
         for center, decay, lr in itertools.product((False, True), decays, args.lr):
             rule = dataclasses.replace(cfg, readout_center=center, readout_decay=decay)
-            history = refit(f["train"], jnp.asarray(labels["train"]), rule, lr, args.epochs,
+            history = refit(f_train, jnp.asarray(labels["train"]), rule, lr, args.epochs,
                             args.seed, errors)
             rows.append({"device": i, "rule": "centred" if center else "plain", "lr": lr,
                          "decay": decay, "history": history})
@@ -158,11 +161,8 @@ def main() -> None:
     if args.learner:
         x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
         for decay, lr in itertools.product(decays, args.lr):
-            per_member = learner_refit(
-                state, x_train, y_train, cfg, lr, decay, args.epochs, args.seed,
-                lambda i, w: {f"{split}_error": float(np.mean(np.argmax(
-                    np.asarray(feats[split][i] @ w), -1) != labels[split]))
-                    for split in ("val", "test")})
+            per_member = learner_refit(state, x_train, y_train, cfg, lr, decay, args.epochs,
+                                       args.seed, member_errors)
             rows += [{"device": i, "rule": "learner", "lr": lr, "decay": decay, "history": h}
                      for i, h in enumerate(per_member)]
             print(f"learner refit at lr {lr:g}, decay {decay:g} done "
