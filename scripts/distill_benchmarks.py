@@ -456,8 +456,8 @@ def main() -> None:
                     print("--no-controls: no earlier row with these students, epochs, seed and "
                           "learner; the row has no control arms", flush=True)
             else:
-                # the students' row is kept while the control arms train (as long again): a
-                # run stopped there loses only the controls, and says so
+                # the students' row is kept while the control arms train: a run stopped
+                # there loses only the controls, and says so
                 log(name, {**row, "controls": "pending"}, started, history)
                 hard = _train_ff(rram, n, x, y, cfg, s + 100)
                 h_scores = _scores(hard, xt, cfg, s + 4)
