@@ -42,7 +42,7 @@ from tqdm import tqdm  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
-from mortal import data, ff, runs  # noqa: E402
+from mortal import data, ff, parallel, runs  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
@@ -73,13 +73,25 @@ def _spec(name: str, widths: tuple[int, ...], gain: float) -> devices.DeviceSpec
     return spec.replace_in_layers("read", gain=gain)
 
 
+Members = tuple[int, int]  # students [first, last) of a run of n: a slice of the population
+
+
+def _slice(tree: Any, members: Members | None) -> Any:
+    return tree if members is None else jax.tree.map(lambda a: a[members[0]:members[1]], tree)
+
+
 def _train_ff(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, cfg: ff.FFConfig,
-              seed: int) -> ff.FFState:
-    pop = devices.spawn(spec, n, jax.random.key(seed))
+              seed: int, members: Members | None = None) -> ff.FFState:
+    """``n`` devices of ``spec`` trained on the labels; with ``members`` only devices
+    ``[first, last)`` of them, with the same bits as in the whole run (one device at a time:
+    ``parallel.population_epoch`` with ``chunk=1``; the keys are drawn for all ``n``)."""
+    pop = _slice(devices.spawn(spec, n, jax.random.key(seed)), members)
     state = ff.init_population(pop, cfg, ff.steps_per_epoch(x.shape[0], cfg))
-    for e in tqdm(range(cfg.epochs), desc=f"FF {n}x{spec.name}", unit="epoch", leave=False):
-        keys, order = ff.epoch_keys(jax.random.key(seed + 1), e, n, cfg)
-        state, _ = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
+    size = jax.tree.leaves(pop)[0].shape[0]
+    for e in tqdm(range(cfg.epochs), desc=f"FF {size}x{spec.name}", unit="epoch", leave=False):
+        keys, order = _slice(ff.epoch_keys(jax.random.key(seed + 1), e, n, cfg), members)
+        state, _ = parallel.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH,
+                                             mesh=None, chunk=1)
         jax.block_until_ready(state)  # so that the progress bar shows finished epochs
     return state
 
@@ -102,29 +114,33 @@ MAX_CHECKS = 30
 
 def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array,
              cfg: ff.FFConfig, dcfg: distill.DistillConfig, seed: int,
-             watch: Watch | None = None) -> tuple[ff.FFState, list[dict[str, Any]]]:
+             watch: Watch | None = None, members: Members | None = None
+             ) -> tuple[ff.FFState, list[dict[str, Any]]]:
     """``n`` fresh students of ``spec`` distilled for ``cfg.epochs`` epochs, and their history:
     per epoch, the training metrics (means over students and steps) and, with ``watch``, each
     student's goodness error on the watched validation images and its agreement there with the
-    teacher."""
+    teacher. With ``members``, only students ``[first, last)`` of the ``n``, with the same bits
+    as in the whole run: students learn one at a time (``chunk=1``), every key is drawn for all
+    ``n``, and the teacher's reads do not depend on the students."""
     scfg = distill.student_config(cfg, dcfg)
-    pop = devices.spawn(spec, n, jax.random.key(seed))
+    pop = _slice(devices.spawn(spec, n, jax.random.key(seed)), members)
     students = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
+    size = jax.tree.leaves(pop)[0].shape[0]
     history: list[dict[str, Any]] = []
-    for e in tqdm(range(cfg.epochs), desc=f"distil -> {n}x{spec.name}", unit="epoch",
+    for e in tqdm(range(cfg.epochs), desc=f"distil -> {size}x{spec.name}", unit="epoch",
                   leave=False):
         started = time.perf_counter()
         k = jax.random.fold_in(jax.random.key(seed + 1), e)
-        students, metrics = distill.distill_epoch(students, teacher, x, None, k,
-                                                  jax.random.split(jax.random.fold_in(k, 1), n),
-                                                  cfg=cfg, dcfg=dcfg, student_bench=ff.BENCH,
-                                                  teacher_bench=ff.BENCH)
+        students, metrics = distill.distill_epoch(
+            students, teacher, x, None, k,
+            _slice(jax.random.split(jax.random.fold_in(k, 1), n), members), cfg=cfg, dcfg=dcfg,
+            student_bench=ff.BENCH, teacher_bench=ff.BENCH, chunk=1)
         jax.block_until_ready(students)
         row: dict[str, Any] = {"epoch": e + 1, "epoch_s": round(time.perf_counter() - started, 2),
                                **{m: float(np.mean(v)) for m, v in metrics.items()}}
         every = -(-cfg.epochs // MAX_CHECKS)
         if watch is not None and ((e + 1) % every == 0 or e + 1 == cfg.epochs):
-            pred = _scores(students, watch.x, cfg, watch.seed + e).argmax(-1)
+            pred = _scores(students, watch.x, cfg, watch.seed + e, n, members).argmax(-1)
             row["val_error"] = [float(np.mean(p != watch.y)) for p in pred]
             row["val_agreement"] = [float(np.mean(p == watch.teacher_pred)) for p in pred]
         history.append(row)
@@ -161,21 +177,26 @@ def load_state(path: str, flag: str = "--teacher-state"
     return jax.tree_util.tree_map_with_path(leaf, template), spec, tcfg
 
 
-def _per_member(fn: Any, state: ff.FFState, x: jax.Array, seed: int) -> np.ndarray:
+def _per_member(fn: Any, state: ff.FFState, x: jax.Array, seed: int, n: int | None = None,
+                members: Members | None = None) -> np.ndarray:
     """``fn(member, key, x_chunk)`` for every member, one member at a time (``lax.map``) and
-    1,000 images at a time: ``(P, N, C)``. (A ``vmap`` over 8 MNIST students took about 13
-    minutes on this VM, against about 5 s for one read of one device; the ``lax.map`` version
-    gives the same digits figures but was not timed on MNIST.)"""
-    keys = jax.random.split(jax.random.key(seed), state.step.shape[0])
+    1,000 images at a time: ``(P, N, C)``. ``state`` holds members ``[first, last)`` of a
+    population of ``n`` (default: all P of P); their keys are those of the whole population.
+    (A ``vmap`` over 8 MNIST students took about 13 minutes on this VM, against about 5 s for
+    one read of one device; the ``lax.map`` version gives the same digits figures but was not
+    timed on MNIST.)"""
+    keys = _slice(jax.random.split(jax.random.key(seed), n or state.step.shape[0]), members)
     run = jax.jit(lambda st, ks, xc: jax.lax.map(lambda a: fn(a[0], a[1], xc), (st, ks)))
     return np.concatenate([np.asarray(run(state, keys, x[i:i + 1000]))
                            for i in range(0, x.shape[0], 1000)], axis=1)
 
 
-def _scores(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.ndarray:
-    """Goodness scores ``(P, N, C)`` of every member (measure only)."""
+def _scores(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int, n: int | None = None,
+            members: Members | None = None) -> np.ndarray:
+    """Goodness scores ``(P, N, C)`` of every member (measure only; ``n``, ``members``: as for
+    ``_per_member``)."""
     return _per_member(lambda st, k, xc: ff.goodness_scores(st.device, xc, cfg, k), state, x,
-                       seed)
+                       seed, n, members)
 
 
 def _readouts(state: ff.FFState, x: jax.Array, cfg: ff.FFConfig, seed: int) -> np.ndarray:
@@ -238,9 +259,9 @@ def _report(teacher_reads: np.ndarray, student_scores: np.ndarray, y: np.ndarray
             "mean_agreement_with_consensus": float(np.mean(with_consensus))}
 
 
-def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int
-            ) -> list[float]:
-    return [float(np.mean(a.argmax(-1) != y)) for a in _scores(state, x, cfg, seed)]
+def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int,
+            n: int | None = None, members: Members | None = None) -> list[float]:
+    return [float(np.mean(a.argmax(-1) != y)) for a in _scores(state, x, cfg, seed, n, members)]
 
 
 def main() -> None:
@@ -250,6 +271,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60,
                         help="FF epochs of every trained or distilled population")
     parser.add_argument("--students", type=int, default=8)
+    parser.add_argument("--student-slice", default=None, metavar="FIRST:LAST",
+                        help="one-to-many only: train students FIRST..LAST-1 of the --students "
+                        "of the run, each with the same bits as in the whole run (students "
+                        "learn one at a time; every key is drawn for all of them), so that "
+                        "slices run on other hosts or days add up, with "
+                        "scripts/merge_distill_slices.py, to the whole run's row")
     parser.add_argument("--student-cells", type=int, default=1, metavar="N",
                         help="conductance cells per synapse of every rram student and control "
                         "device (SynapseSpec.cells, Boybat et al. 2018); the teacher keeps its "
@@ -332,6 +359,20 @@ def main() -> None:
     overrides = parse_overrides(args.set, parser, reserved={
         "epochs": "--epochs", "n_classes": "--dataset"})
     selected = list(EXPERIMENTS) if "all" in args.experiments else args.experiments
+    members = None
+    if args.student_slice is not None:
+        if selected != ["one-to-many"]:
+            parser.error("--student-slice needs --experiments one-to-many (only that row is "
+                         "made of independent students)")
+        try:
+            first, last = (int(v) for v in args.student_slice.split(":"))
+        except ValueError:
+            parser.error(f"--student-slice: write FIRST:LAST (two integers), got "
+                         f"{args.student_slice!r}")
+        if not 0 <= first < last <= args.students:
+            parser.error(f"--student-slice {args.student_slice}: needs 0 <= FIRST < LAST <= "
+                         f"--students ({args.students})")
+        members = (first, last)
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
@@ -397,6 +438,7 @@ def main() -> None:
                    jitter=args.jitter, student_cells=args.student_cells,
                    student_input_bound=args.student_input_bound,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
+                   student_slice=None if members is None else list(members),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
                    command=" ".join([sys.executable, *sys.argv]))
@@ -434,14 +476,17 @@ def main() -> None:
     for name in selected:
         started = time.perf_counter()
         if name == "one-to-many":
-            students, history = _distill(teacher, rram, n, x, cfg, dcfg, s + 100, watch)
-            row = _report(t_scores, _scores(students, xt, cfg, s + 3), yt, t, ds.n_classes)
+            students, history = _distill(teacher, rram, n, x, cfg, dcfg, s + 100, watch,
+                                         members)
+            row = _report(t_scores, _scores(students, xt, cfg, s + 3, n, members), yt, t,
+                          ds.n_classes)
             controls = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
                         "mean_weight_copy_error")
             # rows from before the flags: 1 cell, the preset's DAC
             old = {"student_cells": 1, "student_input_bound": None, **results.get(name, {})}
             same = all(old.get(k) == v for k, v in (
                 ("students", n), ("epochs", args.epochs), ("seed", s),
+                ("student_slice", None if members is None else list(members)),
                 ("student_cells", args.student_cells),
                 ("student_input_bound", args.student_input_bound),
                 ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
@@ -459,8 +504,8 @@ def main() -> None:
                 # the students' row is kept while the control arms train: a run stopped
                 # there loses only the controls, and says so
                 log(name, {**row, "controls": "pending"}, started, history)
-                hard = _train_ff(rram, n, x, y, cfg, s + 100)
-                h_scores = _scores(hard, xt, cfg, s + 4)
+                hard = _train_ff(rram, n, x, y, cfg, s + 100, members)
+                h_scores = _scores(hard, xt, cfg, s + 4, n, members)
                 row["hard_label_error"] = [float(np.mean(a.argmax(-1) != yt)) for a in h_scores]
                 row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
                 # how far devices trained on the labels alone agree with the teacher: what
@@ -468,10 +513,10 @@ def main() -> None:
                 row["hard_label_agreement"] = [
                     float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1))) for a in h_scores]
                 row["mean_hard_label_agreement"] = float(np.mean(row["hard_label_agreement"]))
-                fresh = devices.spawn(rram, n, jax.random.key(s + 100))
+                fresh = _slice(devices.spawn(rram, n, jax.random.key(s + 100)), members)
                 copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
-                    fresh, jax.random.split(jax.random.key(s + 5), n))
-                row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6)
+                    fresh, _slice(jax.random.split(jax.random.key(s + 5), n), members))
+                row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6, n, members)
                 row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
                 row["controls_revision"] = rev
             log(name, row, started, history)

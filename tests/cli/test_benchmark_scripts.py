@@ -52,6 +52,14 @@ def _last_line(err: str) -> str:
      "--student-cells: invalid device recipe: layer 0 synapse.cells must be an integer >= 1"),
     ("distill_benchmarks.py", ["--dataset", "digits", "--student-input-bound", "0"],
      "--student-input-bound: invalid device recipe: layer 0 read.input_bound must be"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--students", "4", "--student-slice",
+                               "2:5", "--experiments", "one-to-many"],
+     "--student-slice 2:5: needs 0 <= FIRST < LAST <= --students (4)"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--student-slice", "two"],
+     "--student-slice needs --experiments one-to-many"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--student-slice", "1-2",
+                               "--experiments", "one-to-many"],
+     "--student-slice: write FIRST:LAST (two integers), got '1-2'"),
 ])
 def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                           says: str) -> None:
@@ -229,3 +237,96 @@ def test_the_readout_refit_fits_frozen_measured_features_with_the_learners_rule(
     assert all(h[-1]["train_error"] < 0.2 for h in hist)
     with pytest.raises(SystemExit, match="done 0 epochs of 60 images, not its config's 1"):
         readout_refit.learner_refit(state, xs, labels, cfg1, 0.3, 0.0, 1, 0, None)
+
+
+def _import_script(name: str) -> object:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    import devices
+    import distill
+
+    from ..mortal.test_ff import CFG, W, _data, _tree_equal
+
+    db = _import_script("distill_benchmarks")
+    x, y = _data()
+    cfg = dataclasses.replace(CFG, epochs=2)
+    dcfg = distill.DistillConfig()
+    spec = devices.preset("ideal", W)  # an rram student compiles twice as long (78 s in all)
+    teacher = db._train_ff(spec, 1, x, y, cfg, 3)
+    watch = db.Watch(x[:20], np.asarray(y[:20]), np.asarray(y[:20]), 7)
+    # the whole run's students learn in groups of one (lax.map); the slice's one is a vmap of
+    # one: other programs, the same bits
+    whole, whole_hist = db._distill(teacher, spec, 2, x, cfg, dcfg, 5, watch)
+    part, hist = db._distill(teacher, spec, 2, x, cfg, dcfg, 5, watch, (1, 2))
+    assert _tree_equal(part, jax.tree.map(lambda a: a[1:], whole))
+    assert hist[-1]["val_error"] == whole_hist[-1]["val_error"][1:]
+    assert _tree_equal(db._train_ff(spec, 2, x, y, cfg, 5, (1, 2)),
+                       jax.tree.map(lambda a: a[1:], db._train_ff(spec, 2, x, y, cfg, 5)))
+    scores = db._scores(whole, x, cfg, 9)
+    np.testing.assert_array_equal(db._scores(part, x, cfg, 9, 2, (1, 2)), scores[1:])
+    # the slice is not the whole run's first student under another name
+    assert not np.array_equal(scores[0], scores[1])
+    assert not np.array_equal(np.asarray(whole.device.state.weights[0][0]),
+                              np.asarray(whole.device.state.weights[0][1]))
+
+
+def _slice_row(first: int, last: int, **changes: object) -> dict:
+    errs = [0.02 + 0.001 * i for i in range(first, last)]
+    return {"students": 4, "epochs": 10, "seed": 0, "teacher_error": 0.0224,
+            "learner_config": {"lr": 0.1}, "student_slice": [first, last],
+            "student_error": errs, "mean_student_error": sum(errs) / len(errs),
+            "agreement": [0.99] * (last - first), "mean_agreement": 0.99,
+            "kl": [0.1] * (last - first), "fitted_temperature": [3.0] * (last - first),
+            "kl_at_fitted_temperature": [0.01] * (last - first),
+            "agreement_with_consensus": [0.98] * (last - first),
+            "mean_agreement_with_consensus": 0.98,
+            "hard_label_error": [0.03] * (last - first), "hard_label_agreement": [0.97] *
+            (last - first), "weight_copy_error": [0.9] * (last - first),
+            "elapsed_s": 100.0 * (last - first), "git_revision": f"rev{first}",
+            "command": f"slice {first}:{last}",
+            "history": [{"epoch": e, "epoch_s": 2.0, "loss": float(first + e),
+                         "val_error": [0.1 * i for i in range(first, last)]}
+                        for e in (1, 2)], **changes}
+
+
+def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> None:
+    m = _import_script("merge_distill_slices")
+    row = m.merge_rows([_slice_row(1, 4), _slice_row(0, 1)], ["b.json", "a.json"])
+    assert row["student_error"] == [0.02, 0.021, 0.022, 0.023]
+    assert row["mean_student_error"] == pytest.approx(0.0215)
+    assert row["mean_weight_copy_error"] == pytest.approx(0.9)
+    assert row["git_revision"] == ["rev0", "rev1"]
+    assert [p["file"] for p in row["parts"]] == ["a.json", "b.json"]
+    assert row["elapsed_s"] == 400.0 and row["student_slice"] is None
+    h = row["history"]
+    assert h[1]["val_error"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert h[0]["loss"] == pytest.approx((1 * 1 + 3 * 2) / 4)  # weighted by the slices' sizes
+    assert h[0]["epoch_s"] == 4.0
+    no_controls = _slice_row(1, 4)
+    for k in m.CONTROLS:
+        del no_controls[k]
+    partial = m.merge_rows([_slice_row(0, 1), no_controls])
+    assert "hard_label_error" not in partial and "mean_weight_copy_error" not in partial
+    assert partial["controls"] == "not in every slice"
+    for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 are missing"),
+                       ([_slice_row(0, 2), _slice_row(1, 4)], "in two slices"),
+                       ([_slice_row(0, 2)], "students 2..3 of 4 are missing"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, seed=1)], "seed = 1"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, teacher_error=0.03)],
+                        "teacher_error"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, controls="pending")],
+                        "still training"),
+                       ([_slice_row(0, 4, student_slice=None)], "not a --student-slice run")):
+        with pytest.raises(m.SliceError, match=says):
+            m.merge_rows(rows)
