@@ -97,7 +97,7 @@ def main() -> None:
         started = time.perf_counter()
         dcfg = distill.DistillConfig(temperature=t, positive_temperature=tau,
                                      teacher_reads=reads)
-        students = bench._distill(teacher, student_spec, n, x, cfg, dcfg, s + 100)
+        students, _ = bench._distill(teacher, student_spec, n, x, cfg, dcfg, s + 100)
         row = bench._report(t_scores, bench._scores(students, xt, cfg, s + 3), yt, t,
                             ds.n_classes)
         row.update(common, positive_temperature=tau, teacher_reads=reads,
