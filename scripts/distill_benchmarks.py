@@ -274,8 +274,8 @@ def main() -> None:
     parser.add_argument("--student-slice", default=None, metavar="FIRST:LAST",
                         help="one-to-many only: train students FIRST..LAST-1 of the --students "
                         "of the run, each with the same bits as in the whole run (students "
-                        "learn one at a time; every key is drawn for all of them), so that "
-                        "slices run on other hosts or days add up, with "
+                        "learn one at a time; every key is drawn for all of them) on the same "
+                        "host and XLA flags, so that slices run on other days add up, with "
                         "scripts/merge_distill_slices.py, to the whole run's row")
     parser.add_argument("--student-cells", type=int, default=1, metavar="N",
                         help="conductance cells per synapse of every rram student and control "

@@ -283,7 +283,7 @@ def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
 
 def _slice_row(first: int, last: int, **changes: object) -> dict:
     errs = [0.02 + 0.001 * i for i in range(first, last)]
-    return {"students": 4, "epochs": 10, "seed": 0, "teacher_error": 0.0224,
+    return {"students": 4, "epochs": 10, "seed": 0, "xla_flags": "", "teacher_error": 0.0224,
             "learner_config": {"lr": 0.1}, "student_slice": [first, last],
             "student_error": errs, "mean_student_error": sum(errs) / len(errs),
             "agreement": [0.99] * (last - first), "mean_agreement": 0.99,
@@ -325,6 +325,8 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
                        ([_slice_row(0, 2), _slice_row(2, 4, seed=1)], "seed = 1"),
                        ([_slice_row(0, 2), _slice_row(2, 4, teacher_error=0.03)],
                         "teacher_error"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, xla_flags="--xla_foo")],
+                        "xla_flags"),
                        ([_slice_row(0, 2), _slice_row(2, 4, controls="pending")],
                         "still training"),
                        ([_slice_row(0, 4, student_slice=None)], "not a --student-slice run")):
