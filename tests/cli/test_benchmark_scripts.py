@@ -271,6 +271,10 @@ def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
     part, hist = db._distill(teacher, spec, 2, x, cfg, dcfg, 5, watch, (1, 2))
     assert _tree_equal(part, jax.tree.map(lambda a: a[1:], whole))
     assert hist[-1]["val_error"] == whole_hist[-1]["val_error"][1:]
+    # keys are drawn partitionably (jax_threefry_partitionable), so a --students 1 run is
+    # student 0 of every N-student run
+    alone, _ = db._distill(teacher, spec, 1, x, cfg, dcfg, 5, watch)
+    assert _tree_equal(alone, jax.tree.map(lambda a: a[:1], whole))
     assert _tree_equal(db._train_ff(spec, 2, x, y, cfg, 5, (1, 2)),
                        jax.tree.map(lambda a: a[1:], db._train_ff(spec, 2, x, y, cfg, 5)))
     scores = db._scores(whole, x, cfg, 9)
