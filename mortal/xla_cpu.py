@@ -12,7 +12,9 @@ The ``mortal`` command and the benchmark scripts call ``prefer_wide_vectors()`` 
 library users can export ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512`` themselves. Results
 are deterministic for a given setting; the vector width can change the rounding of sums that
 XLA vectorises, so a run is reproduced bit for bit with the same ``XLA_FLAGS`` (run files and
-benchmark JSON record them).
+benchmark JSON record them) on the same kind of CPU: the same seed and flags gave other bits on
+an AVX2-only EPYC than on an AVX-512 one, even at 256-bit vectors (session 31), so benchmark JSON
+that is to be joined with other runs also records ``cpu_signature()``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,29 @@ def has_avx512(cpuinfo: str | None = None) -> bool:
         if line.startswith("flags") and ":" in line:
             return "avx512f" in line.split(":", 1)[1].split()
     return False
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_signature(cpuinfo: str | None = None) -> dict[str, object]:
+    """What decides the bits of an XLA:CPU run besides the program and ``XLA_FLAGS``: the CPU
+    model, its vector instruction sets (the ``avx*``, ``fma`` and ``sse*`` flags of
+    ``/proc/cpuinfo``, sorted) and the number of cores. Two runs whose signatures differ may
+    round differently; ``{"model": "", "isa": [], ...}`` where ``/proc/cpuinfo`` is missing."""
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    model, isa = "", []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not isa:
+            isa = sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse")))
+    return {"model": model, "isa": isa, "cores": os.cpu_count()}
 
 
 def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None,

@@ -50,7 +50,7 @@ from _overrides import parse_overrides  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
-from mortal.xla_cpu import xla_flags  # noqa: E402
+from mortal.xla_cpu import cpu_signature, xla_flags  # noqa: E402
 
 SETUPS = {  # dataset → (widths, learner config, read gain of the rram periphery)
     "digits": ((74, 200, 200, 200), {"batch_size": 20, "lr": 0.015, "accumulate": 8.0,
@@ -275,7 +275,7 @@ def main() -> None:
                         help="one-to-many only: train students FIRST..LAST-1 of the --students "
                         "of the run, each with the same bits as in the whole run (students "
                         "learn one at a time; every key is drawn for all of them) on the same "
-                        "host and XLA flags, so that slices run on other days add up, with "
+                        "kind of CPU and XLA flags, so that slices run on other days add up, with "
                         "scripts/merge_distill_slices.py, to the whole run's row")
     parser.add_argument("--student-cells", type=int, default=1, metavar="N",
                         help="conductance cells per synapse of every rram student and control "
@@ -438,6 +438,7 @@ def main() -> None:
                    jitter=args.jitter, student_cells=args.student_cells,
                    student_input_bound=args.student_input_bound,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
+                   cpu=cpu_signature(),
                    student_slice=None if members is None else list(members),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),

@@ -1,12 +1,12 @@
 """Join the one-to-many rows of ``distill_benchmarks.py --student-slice`` runs into one row.
 
-A slice run trains students ``FIRST..LAST-1`` of a ``--students N`` run with the same bits as
-the whole run (``distill_benchmarks._distill``) on the same host and XLA flags, so slices made on
-other days add up to the N-student row the issue asks for. This script checks that the slices
-belong to one run (every setting, the XLA flags, the teacher's reads and the seed equal), that
-they cover students 0..N-1 once each, and writes the whole row: per-student lists concatenated
-in student order, means over all N, each slice's revision, time and command kept under
-``parts``. The control arms are kept only if every slice has them.
+A slice run trains students ``FIRST..LAST-1`` of a ``--students N`` run with the same bits as the
+whole run (``distill_benchmarks._distill``) on the same kind of CPU and XLA flags, so slices made
+on other days add up to the N-student row the issue asks for. This script checks that the slices
+belong to one run (every setting, the XLA flags and CPU, the teacher's reads, the seed equal), that
+they cover students 0..N-1 once each, and writes the whole row: per-student lists concatenated in
+student order, means over all N, each slice's revision, time and command kept under ``parts``. The
+control arms are kept only if every slice has them.
 
   python scripts/merge_distill_slices.py a.json b.json ... --out whole.json
 """

@@ -331,6 +331,7 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
                         "teacher_error"),
                        ([_slice_row(0, 2), _slice_row(2, 4, xla_flags="--xla_foo")],
                         "xla_flags"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, cpu={"isa": ["avx2"]})], "cpu"),
                        ([_slice_row(0, 2), _slice_row(2, 4, controls="pending")],
                         "still training"),
                        ([_slice_row(0, 4, student_slice=None)], "not a --student-slice run")):

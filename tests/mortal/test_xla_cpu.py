@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from mortal.xla_cpu import VECTOR_FLAG, has_avx512, prefer_wide_vectors
+from mortal.xla_cpu import VECTOR_FLAG, cpu_signature, has_avx512, prefer_wide_vectors
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512_bf16\n"
 ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
@@ -18,6 +18,16 @@ def test_avx512_is_read_from_the_flags_line() -> None:
     assert not has_avx512(ZEN3)
     assert not has_avx512(ONLY_FP16)
     assert not has_avx512("")
+
+
+def test_the_cpu_signature_tells_an_avx2_host_from_an_avx512_one() -> None:
+    zen4 = cpu_signature("model name\t: AMD EPYC\n" + ZEN4 + "processor\t: 1\n" + ZEN4)
+    zen3 = cpu_signature("model name\t: AMD EPYC\n" + ZEN3)
+    assert zen4["model"] == zen3["model"] == "AMD EPYC"
+    assert zen4["isa"] == ["avx2", "avx512_bf16", "avx512bw", "avx512dq", "avx512f", "fma",
+                           "sse2"]
+    assert zen3["isa"] == ["avx2", "fma", "sse2"] and zen4 != zen3
+    assert cpu_signature("") == {"model": "", "isa": [], "cores": os.cpu_count()}
 
 
 def test_the_flag_is_added_once_and_never_over_a_users_choice() -> None:
