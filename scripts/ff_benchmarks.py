@@ -45,7 +45,7 @@ from _overrides import parse_overrides  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
-from mortal.xla_cpu import xla_flags  # noqa: E402
+from mortal.xla_cpu import cpu_signature, xla_flags  # noqa: E402
 
 MNIST_WIDTHS = (784, 1000, 1000, 1000)
 DIGITS_WIDTHS = (74, 200, 200, 200)  # 10 label lines prepended to the 8x8 image
@@ -143,7 +143,8 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
         "device_recipe": spec.to_dict(), "seed": args.seed,
         "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
         "jax": jax.__version__, "xla_flags": xla_flags(), "device": str(jax.devices()[0]),
-        "host": platform.node(), "cpu_count": os.cpu_count(), "complete": False,
+        "host": platform.node(), "cpu_count": os.cpu_count(), "cpu": cpu_signature(),
+        "complete": False,
         "history": [],
     }
     start = time.perf_counter()
