@@ -20,6 +20,7 @@ that is to be joined with other runs also records ``cpu_signature()``.
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -48,19 +49,29 @@ def _read_cpuinfo() -> str:
 
 
 def cpu_signature(cpuinfo: str | None = None) -> dict[str, object]:
-    """What decides the bits of an XLA:CPU run besides the program and ``XLA_FLAGS``: the CPU
-    model, its vector instruction sets (the ``avx*``, ``fma`` and ``sse*`` flags of
-    ``/proc/cpuinfo``, sorted) and the number of cores. Two runs whose signatures differ may
-    round differently; ``{"model": "", "isa": [], ...}`` where ``/proc/cpuinfo`` is missing."""
+    """What decides the bits of an XLA:CPU run besides the program and ``XLA_FLAGS``: the
+    machine (``platform.machine()``), the CPU model, its vector instruction sets (the ``avx*``,
+    ``fma``, ``sse*`` and ``ssse3`` flags of ``/proc/cpuinfo`` on x86, every ``Features`` entry on
+    ARM; sorted) and the cores this process may run on (XLA sizes its thread pool by them).
+    Two runs whose signatures differ may round differently. Model and instruction sets are empty
+    where ``/proc/cpuinfo`` is missing."""
     text = _read_cpuinfo() if cpuinfo is None else cpuinfo
     model, isa = "", []
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
+        key = key.strip()
+        if key in ("model name", "CPU part") and not model:
             model = value.strip()
-        elif key.strip() == "flags" and not isa:
-            isa = sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse")))
-    return {"model": model, "isa": isa, "cores": os.cpu_count()}
+        elif key == "flags" and not isa:
+            isa = sorted(f for f in value.split()
+                         if f.startswith(("avx", "fma", "sse")) or f == "ssse3")
+        elif key == "Features" and not isa:
+            isa = sorted(value.split())
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count()
+    return {"machine": platform.machine(), "model": model, "isa": isa, "cores": cores}
 
 
 def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None,

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -185,6 +186,8 @@ def _per_member(fn: Any, state: ff.FFState, x: jax.Array, seed: int, n: int | No
     (A ``vmap`` over 8 MNIST students took about 13 minutes on this VM, against about 5 s for
     one read of one device; the ``lax.map`` version gives the same digits figures but was not
     timed on MNIST.)"""
+    if members is not None and n is None:
+        raise ValueError("_per_member: members need n, the size of the whole population")
     keys = _slice(jax.random.split(jax.random.key(seed), n or state.step.shape[0]), members)
     run = jax.jit(lambda st, ks, xc: jax.lax.map(lambda a: fn(a[0], a[1], xc), (st, ks)))
     return np.concatenate([np.asarray(run(state, keys, x[i:i + 1000]))
@@ -257,6 +260,16 @@ def _report(teacher_reads: np.ndarray, student_scores: np.ndarray, y: np.ndarray
             "teacher_consensus_error": float(np.mean(consensus != y)),
             "agreement_with_consensus": with_consensus,
             "mean_agreement_with_consensus": float(np.mean(with_consensus))}
+
+
+def _weight_copies(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, seed: int,
+                   members: Members | None = None) -> ff.FFState:
+    """The immortal control arm: the teacher's weights programmed into the ``n`` devices of
+    ``spec`` that ``_train_ff(spec, n, ..., seed + 100)`` starts from, one device at a time
+    (``lax.map``; with ``members``, only those of them, with the same bits)."""
+    fresh = _slice(devices.spawn(spec, n, jax.random.key(seed + 100)), members)
+    keys = _slice(jax.random.split(jax.random.key(seed + 5), n), members)
+    return jax.lax.map(lambda a: distill.copy_weights(teacher, a[0], key=a[1]), (fresh, keys))
 
 
 def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int,
@@ -438,7 +451,8 @@ def main() -> None:
                    jitter=args.jitter, student_cells=args.student_cells,
                    student_input_bound=args.student_input_bound,
                    mixup=args.mixup, seed=s, git_revision=rev, xla_flags=xla_flags(),
-                   cpu=cpu_signature(),
+                   cpu=cpu_signature(), jax=jax.__version__, jaxlib=jaxlib.__version__,
+                   watch=args.watch,
                    student_slice=None if members is None else list(members),
                    widths=list(widths),
                    teacher_state=args.teacher_state, learner_config=dataclasses.asdict(cfg),
@@ -514,9 +528,7 @@ def main() -> None:
                 row["hard_label_agreement"] = [
                     float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1))) for a in h_scores]
                 row["mean_hard_label_agreement"] = float(np.mean(row["hard_label_agreement"]))
-                fresh = _slice(devices.spawn(rram, n, jax.random.key(s + 100)), members)
-                copies = jax.vmap(lambda d, k: distill.copy_weights(single, d, key=k))(
-                    fresh, _slice(jax.random.split(jax.random.key(s + 5), n), members))
+                copies = _weight_copies(single, rram, n, s, members)
                 row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6, n, members)
                 row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
                 row["controls_revision"] = rev

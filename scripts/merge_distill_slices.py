@@ -82,18 +82,9 @@ def merge_rows(rows: list[dict[str, Any]], names: list[str] | None = None) -> di
         if row.get("controls") == "pending":
             raise SliceError(f"{name}: its control arms were still training when it was written; "
                              f"let the run finish, or re-run that slice")
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["student_slice"][0])
+    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]["student_slice"]))
     rows, names = [rows[i] for i in order], [names[i] for i in order]
-    n = rows[0]["students"]
-    end = 0
-    for name, row in zip(names, rows, strict=True):
-        first, last = row["student_slice"]
-        if first != end:
-            raise SliceError(f"{name}: students {first}..{last - 1} — students {end}.."
-                             f"{first - 1} are {'missing' if first > end else 'in two slices'}")
-        end = last
-    if end != n:
-        raise SliceError(f"students {end}..{n - 1} of {n} are missing")
+    # one run first (a slice of another --students is a setting that differs), then coverage
     with_controls = all(all(k in row for k in CONTROLS) for row in rows)
     shared = set(rows[0]) - set(PER_SLICE) - set(PER_STUDENT) - set(CONTROLS) - set(MEANS)
     for name, row in zip(names[1:], rows[1:], strict=True):
@@ -102,6 +93,19 @@ def merge_rows(rows: list[dict[str, Any]], names: list[str] | None = None) -> di
             if row.get(k) != rows[0].get(k):
                 raise SliceError(f"{name}: {k} = {row.get(k)!r}, but {names[0]} has "
                                  f"{rows[0].get(k)!r}; slices of one run share every setting")
+    n = rows[0]["students"]
+    end, previous = 0, ""
+    for name, row in zip(names, rows, strict=True):
+        first, last = row["student_slice"]
+        if first > end:
+            raise SliceError(f"students {end}..{first - 1} of {n} are missing (the next "
+                             f"slice, {name}, starts at {first})")
+        if first < end:
+            raise SliceError(f"{name}: students {first}..{min(end, last) - 1} are also in "
+                             f"{previous}; give each student once")
+        end, previous = last, name
+    if end != n:
+        raise SliceError(f"students {end}..{n - 1} of {n} are missing")
     merged: dict[str, Any] = {k: rows[0][k] for k in sorted(shared)}
     for k in PER_STUDENT + (CONTROLS if with_controls else ()):
         merged[k] = [v for row in rows for v in row[k]]
@@ -129,20 +133,27 @@ def main() -> int:
                         "--student-slice (their one-to-many rows)")
     parser.add_argument("--out", required=True, help="the JSON file of the whole row")
     args = parser.parse_args()
-    rows = []
+    rows, datasets = [], set()
     for f in args.slices:
         try:
-            rows.append(json.loads(Path(f).read_text())[ROW])
+            whole = json.loads(Path(f).read_text())
+            rows.append(whole[ROW])
+            datasets.add(json.dumps(whole.get("dataset"), sort_keys=True))
         except (OSError, ValueError) as exc:
             parser.error(f"{f}: not a readable JSON file ({exc})")
         except (KeyError, TypeError):
             parser.error(f"{f}: has no {ROW!r} row (written by distill_benchmarks.py "
                          f"--experiments one-to-many --student-slice?)")
+    if len(datasets) > 1:
+        parser.error("the slices were run on different datasets; slices of one run share it")
     try:
         row = merge_rows(rows, args.slices)
     except SliceError as exc:
         parser.error(str(exc))
-    dataset = json.loads(Path(args.slices[0]).read_text()).get("dataset")
+    if isinstance(row["git_revision"], list):
+        print(f"note: the slices ran at revisions {', '.join(row['git_revision'])}; they add up "
+              f"to the whole run only if its code did not change between them", file=sys.stderr)
+    dataset = json.loads(datasets.pop())
     write_json(Path(args.out), {"dataset": dataset, ROW: row})
     print(f"{len(rows)} slices, {row['students']} students: mean error "
           f"{100 * row['mean_student_error']:.2f}% (teacher {100 * row['teacher_error']:.2f}%), "

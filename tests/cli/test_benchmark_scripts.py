@@ -283,6 +283,14 @@ def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
     assert not np.array_equal(scores[0], scores[1])
     assert not np.array_equal(np.asarray(whole.device.state.weights[0][0]),
                               np.asarray(whole.device.state.weights[0][1]))
+    # the weight-copy arm on the runs' own kind of device (rram, several cells, read noise)
+    rram = devices.preset("rram", W).replace_in_layers("synapse", cells=2)
+    single = jax.tree.map(lambda a: a[0], teacher)
+    copies = db._weight_copies(single, rram, 3, 11)
+    part_copies = db._weight_copies(single, rram, 3, 11, (1, 3))
+    assert _tree_equal(part_copies, jax.tree.map(lambda a: a[1:], copies))
+    np.testing.assert_array_equal(db._scores(part_copies, x, cfg, 9, 3, (1, 3)),
+                                  db._scores(copies, x, cfg, 9)[1:])
 
 
 def _slice_row(first: int, last: int, **changes: object) -> dict:
@@ -323,8 +331,11 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
     partial = m.merge_rows([_slice_row(0, 1), no_controls])
     assert "hard_label_error" not in partial and "mean_weight_copy_error" not in partial
     assert partial["controls"] == "not in every slice"
-    for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 are missing"),
-                       ([_slice_row(0, 2), _slice_row(1, 4)], "in two slices"),
+    for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 of 4 are missing"),
+                       ([_slice_row(0, 2), _slice_row(1, 4)], "students 1..1 are also in"),
+                       ([_slice_row(0, 4), _slice_row(1, 3)], "students 1..2 are also in"),
+                       ([_slice_row(0, 2), _slice_row(0, 2)], "students 0..1 are also in"),
+                       ([_slice_row(0, 2), _slice_row(2, 4, students=8)], "students = 8"),
                        ([_slice_row(0, 2)], "students 2..3 of 4 are missing"),
                        ([_slice_row(0, 2), _slice_row(2, 4, seed=1)], "seed = 1"),
                        ([_slice_row(0, 2), _slice_row(2, 4, teacher_error=0.03)],

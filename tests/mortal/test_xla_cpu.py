@@ -22,12 +22,15 @@ def test_avx512_is_read_from_the_flags_line() -> None:
 
 def test_the_cpu_signature_tells_an_avx2_host_from_an_avx512_one() -> None:
     zen4 = cpu_signature("model name\t: AMD EPYC\n" + ZEN4 + "processor\t: 1\n" + ZEN4)
-    zen3 = cpu_signature("model name\t: AMD EPYC\n" + ZEN3)
+    zen3 = cpu_signature("model name\t: AMD EPYC\n" + ZEN3.replace("sse2", "sse2 ssse3 ssbd"))
     assert zen4["model"] == zen3["model"] == "AMD EPYC"
     assert zen4["isa"] == ["avx2", "avx512_bf16", "avx512bw", "avx512dq", "avx512f", "fma",
                            "sse2"]
-    assert zen3["isa"] == ["avx2", "fma", "sse2"] and zen4 != zen3
-    assert cpu_signature("") == {"model": "", "isa": [], "cores": os.cpu_count()}
+    assert zen3["isa"] == ["avx2", "fma", "sse2", "ssse3"] and zen4 != zen3
+    arm = cpu_signature("processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n")
+    assert arm["model"] == "0xd40" and arm["isa"] == ["asimd", "fp", "sve"]
+    bare = cpu_signature("")
+    assert bare["model"] == "" and bare["isa"] == [] and 1 <= bare["cores"] <= os.cpu_count()
 
 
 def test_the_flag_is_added_once_and_never_over_a_users_choice() -> None:
