@@ -272,6 +272,30 @@ def _weight_copies(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, seed: 
     return jax.lax.map(lambda a: distill.copy_weights(teacher, a[0], key=a[1]), (fresh, keys))
 
 
+CONTROL_ARMS = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
+                "mean_weight_copy_error")
+
+
+def _controls(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, xt: jax.Array,
+              yt: np.ndarray, cfg: ff.FFConfig, seed: int, members: Members | None,
+              teacher: ff.FFState, t_scores: np.ndarray) -> dict[str, Any]:
+    """The one-to-many row's control arms, per student: the students' devices trained on the
+    labels with their budget (error, and top-1 agreement with the teacher's first read
+    ``t_scores[0]``: what agreement owes to the labels alone), and the teacher's weights
+    copied into them (the immortal arm). Independent of how the students learned."""
+    hard = _train_ff(spec, n, x, y, cfg, seed + 100, members)
+    h_scores = _scores(hard, xt, cfg, seed + 4, n, members)
+    row: dict[str, Any] = {
+        "hard_label_error": [float(np.mean(a.argmax(-1) != yt)) for a in h_scores],
+        "hard_label_agreement": [float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1)))
+                                 for a in h_scores]}
+    copies = _weight_copies(teacher, spec, n, seed, members)
+    row["weight_copy_error"] = _errors(copies, xt, yt, cfg, seed + 6, n, members)
+    for k in ("hard_label_error", "hard_label_agreement", "weight_copy_error"):
+        row[f"mean_{k}"] = float(np.mean(row[k]))
+    return row
+
+
 def _errors(state: ff.FFState, x: jax.Array, y: np.ndarray, cfg: ff.FFConfig, seed: int,
             n: int | None = None, members: Members | None = None) -> list[float]:
     return [float(np.mean(a.argmax(-1) != y)) for a in _scores(state, x, cfg, seed, n, members)]
@@ -353,6 +377,12 @@ def main() -> None:
                         help="one-to-many: do not re-train the hard-label and weight-copy "
                         "arms; they are carried over from the previous row if it used the same "
                         "students, epochs, seed and learner (they do not depend on T, τ or R)")
+    parser.add_argument("--controls-only", action="store_true",
+                        help="one-to-many: train only the hard-label and weight-copy arms and "
+                        "add them to the row of the same students (students, epochs, seed, "
+                        "slice, cells, DAC, learner, teacher) already in --out, e.g. one "
+                        "written with --no-controls or stopped while its controls trained; "
+                        "the arms do not depend on the students")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a learner-config field of teacher and students from the "
                         "dataset's setup, e.g. --set label_strength=2.0 (a --teacher-state must "
@@ -386,6 +416,9 @@ def main() -> None:
             parser.error(f"--student-slice {args.student_slice}: needs 0 <= FIRST < LAST <= "
                          f"--students ({args.students})")
         members = (first, last)
+
+    if args.controls_only and (selected != ["one-to-many"] or args.no_controls):
+        parser.error("--controls-only needs --experiments one-to-many and no --no-controls")
 
     widths, cfg_kw, gain = SETUPS[args.dataset]
     rram, pcm = _spec("rram", widths, gain), _spec("pcm", widths, gain)
@@ -432,6 +465,30 @@ def main() -> None:
 
     def save() -> None:
         write_json(out, results, default=str)
+
+    def same_students(row: dict[str, Any]) -> bool:
+        """Whether ``row`` (an earlier one-to-many row) has this run's students and controls:
+        the same students, epochs, seed, slice, cells, DAC, learner and teacher."""
+        old = {"student_cells": 1, "student_input_bound": None, **row}  # rows before the flags
+        return all(old.get(k) == v for k, v in (
+            ("students", n), ("epochs", args.epochs), ("seed", s),
+            ("student_slice", None if members is None else list(members)),
+            ("student_cells", args.student_cells),
+            ("student_input_bound", args.student_input_bound),
+            ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
+            ("teacher_state", args.teacher_state)))
+
+    if args.controls_only:
+        earlier = results.get("one-to-many")
+        if not isinstance(earlier, dict) or "student_error" not in earlier \
+                or not same_students(earlier):
+            parser.error(f"--controls-only: {out} has no one-to-many row of these students "
+                         f"(students, epochs, seed, slice, cells, DAC, learner, teacher); run "
+                         f"without --controls-only first")
+        if all(k in earlier for k in CONTROL_ARMS):
+            print(f"--controls-only: the row in {out} has its control arms already "
+                  f"(revision {earlier.get('controls_revision')}); nothing to do")
+            return
 
     rev = git_revision(ROOT)
 
@@ -490,25 +547,26 @@ def main() -> None:
 
     for name in selected:
         started = time.perf_counter()
-        if name == "one-to-many":
+        if name == "one-to-many" and args.controls_only:
+            row = {k: v for k, v in results[name].items() if k != "controls"}
+            row.update(_controls(rram, n, x, y, xt, yt, cfg, s, members, single, t_scores),
+                       controls_revision=rev, controls_elapsed_s=round(
+                           time.perf_counter() - started, 1),
+                       controls_command=" ".join([sys.executable, *sys.argv]))
+            results[name] = row
+            save()
+            print(f"[{name}] control arms added: hard labels "
+                  f"{100 * row['mean_hard_label_error']:.2f}%, weight copy "
+                  f"{100 * row['mean_weight_copy_error']:.2f}%", flush=True)
+        elif name == "one-to-many":
             students, history = _distill(teacher, rram, n, x, cfg, dcfg, s + 100, watch,
                                          members)
             row = _report(t_scores, _scores(students, xt, cfg, s + 3, n, members), yt, t,
                           ds.n_classes)
-            controls = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
-                        "mean_weight_copy_error")
-            # rows from before the flags: 1 cell, the preset's DAC
-            old = {"student_cells": 1, "student_input_bound": None, **results.get(name, {})}
-            same = all(old.get(k) == v for k, v in (
-                ("students", n), ("epochs", args.epochs), ("seed", s),
-                ("student_slice", None if members is None else list(members)),
-                ("student_cells", args.student_cells),
-                ("student_input_bound", args.student_input_bound),
-                ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
-                ("teacher_state", args.teacher_state)))
+            old = results.get(name, {})
             if args.no_controls:
-                if same and all(k in old for k in controls):
-                    row.update({k: old[k] for k in (*controls, "hard_label_agreement",
+                if same_students(old) and all(k in old for k in CONTROL_ARMS):
+                    row.update({k: old[k] for k in (*CONTROL_ARMS, "hard_label_agreement",
                                                      "mean_hard_label_agreement") if k in old},
                                controls_revision=old.get("controls_revision",
                                                          old.get("git_revision")))
@@ -517,21 +575,10 @@ def main() -> None:
                           "learner; the row has no control arms", flush=True)
             else:
                 # the students' row is kept while the control arms train: a run stopped
-                # there loses only the controls, and says so
+                # there loses only the controls, and says so (--controls-only adds them)
                 log(name, {**row, "controls": "pending"}, started, history)
-                hard = _train_ff(rram, n, x, y, cfg, s + 100, members)
-                h_scores = _scores(hard, xt, cfg, s + 4, n, members)
-                row["hard_label_error"] = [float(np.mean(a.argmax(-1) != yt)) for a in h_scores]
-                row["mean_hard_label_error"] = float(np.mean(row["hard_label_error"]))
-                # how far devices trained on the labels alone agree with the teacher: what
-                # the students' agreement owes to the labels, not to the teacher's answers
-                row["hard_label_agreement"] = [
-                    float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1))) for a in h_scores]
-                row["mean_hard_label_agreement"] = float(np.mean(row["hard_label_agreement"]))
-                copies = _weight_copies(single, rram, n, s, members)
-                row["weight_copy_error"] = _errors(copies, xt, yt, cfg, s + 6, n, members)
-                row["mean_weight_copy_error"] = float(np.mean(row["weight_copy_error"]))
-                row["controls_revision"] = rev
+                row.update(_controls(rram, n, x, y, xt, yt, cfg, s, members, single, t_scores),
+                           controls_revision=rev)
             log(name, row, started, history)
         elif name == "fraction":
             part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))

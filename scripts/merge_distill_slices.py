@@ -32,7 +32,7 @@ MEANS = {"mean_student_error": "student_error", "mean_agreement": "agreement",
          "mean_hard_label_agreement": "hard_label_agreement",
          "mean_weight_copy_error": "weight_copy_error"}
 PER_SLICE = ("student_slice", "elapsed_s", "git_revision", "controls_revision", "command",
-             "history", "controls")
+             "history", "controls", "controls_elapsed_s", "controls_command")
 
 
 class SliceError(ValueError):

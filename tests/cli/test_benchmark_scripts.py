@@ -60,6 +60,11 @@ def _last_line(err: str) -> str:
     ("distill_benchmarks.py", ["--dataset", "digits", "--student-slice", "1-2",
                                "--experiments", "one-to-many"],
      "--student-slice: write FIRST:LAST (two integers), got '1-2'"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--controls-only"],
+     "--controls-only needs --experiments one-to-many and no --no-controls"),
+    ("distill_benchmarks.py", ["--dataset", "digits", "--experiments", "one-to-many",
+                               "--controls-only"],
+     "has no one-to-many row of these students (students, epochs, seed, slice, cells, DAC"),
 ])
 def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                           says: str) -> None:
