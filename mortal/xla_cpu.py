@@ -30,12 +30,7 @@ VECTOR_FLAG = "--xla_cpu_prefer_vector_width"
 def has_avx512(cpuinfo: str | None = None) -> bool:
     """Whether the CPU has AVX-512 Foundation, from the ``flags`` line of ``/proc/cpuinfo``
     (Linux; ``False`` where that file cannot be read)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
+    for line in (_read_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         if line.startswith("flags") and ":" in line:
             return "avx512f" in line.split(":", 1)[1].split()
     return False
