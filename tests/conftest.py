@@ -22,6 +22,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# Tests compile far more than they compute: tiny networks, a new program in nearly every test.
+# XLA's code optimisation (LLVM's passes) is most of a compile, so the tests, and the `mortal`
+# processes they start, run with JAX's switch that skips most of it (half the suite's time on a
+# 2-core CPU, session 32). The programs are the same and run the same operations; their rounding
+# may differ from optimised code, so every claim is tested within one setting. Tests marked
+# `full_optimization` (the bit-equalities that benchmark rows rely on: sharded = unsharded, a
+# student slice = the whole run, vmapped = separate) run with XLA's default, as users' runs do.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 import jax
 import pytest
 
@@ -43,3 +52,22 @@ def x_batch() -> jax.Array:
 @pytest.fixture(params=sorted(devices.PRESETS))
 def preset_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimisation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """XLA's default optimisation for tests marked ``full_optimization`` (and the processes they
+    start); programs compiled at the other setting are dropped from JAX's in-memory caches on the
+    way in and out (the on-disk cache keys on the setting)."""
+    if request.node.get_closest_marker("full_optimization") is None:
+        yield
+        return
+    before = jax.config.read("jax_disable_most_optimizations")
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+    jax.config.update("jax_disable_most_optimizations", False)
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        jax.clear_caches()
+        jax.config.update("jax_disable_most_optimizations", before)

@@ -252,6 +252,7 @@ def _import_script(name: str) -> object:
         sys.path.remove(str(SCRIPTS))
 
 
+@pytest.mark.full_optimization
 def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
     import dataclasses
 

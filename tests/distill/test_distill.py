@@ -172,6 +172,7 @@ def test_students_only_ever_measure_the_teacher() -> None:
     assert _tree_equal(sealed.device, honest.device)
 
 
+@pytest.mark.full_optimization
 def test_vmapped_one_to_many_equals_separate_runs() -> None:
     teacher = _teacher(1)
     dcfg = distill.DistillConfig(hard_weight=0.2)

@@ -580,6 +580,7 @@ def test_dead_zone_drops_small_requests_instead_of_keeping_them() -> None:
 
 # --- populations, determinism, compilation ----------------------------------------------------
 
+@pytest.mark.full_optimization
 def test_vmapped_population_training_equals_training_each_device_alone() -> None:
     for name in ("ideal", "rram"):
         pop = devices.spawn(devices.preset(name, W), 3, jax.random.key(5))
