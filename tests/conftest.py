@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -23,12 +24,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Tests compile far more than they compute: tiny networks, a new program in nearly every test.
-# XLA's code optimisation (LLVM's passes) is most of a compile, so the tests, and the `mortal`
-# processes they start, run with JAX's switch that skips most of it (half the suite's time on a
-# 2-core CPU, session 32). The programs are the same and run the same operations; their rounding
-# may differ from optimised code, so every claim is tested within one setting. Tests marked
-# `full_optimization` (the bit-equalities that benchmark rows rely on: sharded = unsharded, a
-# student slice = the whole run, vmapped = separate) run with XLA's default, as users' runs do.
+# The tests, and the `mortal` processes they start, run with JAX's switch that skips most of
+# XLA's code optimisation (session 32, 2-core CPU without AVX-512: three of the slowest tests
+# 236 -> 126 s, the suite in one process 31 -> 25 min). The programs run the same operations;
+# their rounding may differ from optimised code, so every claim is tested within one setting.
+# The bit-equalities that benchmark rows rely on run with XLA's default, as users' runs do:
+# tests marked `full_optimization` (a student slice = the whole run, vmapped = separate) and
+# the sharded-run subprocess of tests/mortal/test_parallel.py (sharded = unsharded).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax
@@ -55,7 +57,8 @@ def preset_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _xla_optimisation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+def _xla_optimisation(request: pytest.FixtureRequest,
+                      monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """XLA's default optimisation for tests marked ``full_optimization`` (and the processes they
     start); programs compiled at the other setting are dropped from JAX's in-memory caches on the
     way in and out (the on-disk cache keys on the setting)."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mortal.xla_cpu import VECTOR_FLAG, cpu_signature, has_avx512, prefer_wide_vectors
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512_bf16\n"
@@ -63,3 +65,21 @@ def test_the_command_line_sets_it_in_its_own_process_only(capsys) -> None:
     assert cli.main([]) == 0  # prints the usage
     assert "usage" in capsys.readouterr().out
     assert os.environ.get("XLA_FLAGS") == before
+
+
+def _compiles_optimised() -> bool:
+    import jax
+
+    return not jax.config.read("jax_disable_most_optimizations")
+
+
+@pytest.mark.full_optimization
+def test_marked_tests_and_their_processes_compile_with_xla_default_optimisation() -> None:
+    assert _compiles_optimised()
+    assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "0"
+
+
+def test_unmarked_tests_compile_with_most_optimisation_off() -> None:
+    if os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] != "1":
+        pytest.skip("JAX_DISABLE_MOST_OPTIMIZATIONS was set by whoever started the tests")
+    assert not _compiles_optimised()
