@@ -270,6 +270,24 @@ def test_bfloat16_matmul_rounds_both_operands_and_accumulates_in_float32() -> No
         devices.matmul(a, b, "float16")
 
 
+def test_bfloat16_product_on_cpu_is_the_native_product_in_float32_arithmetic() -> None:
+    """On CPUs the bfloat16 product is computed from the rounded operands widened to float32
+    (XLA's CPU runtime lacks a bfloat16 kernel for products it does not fuse); it equals the
+    backend's own bfloat16 product up to the order of the float32 sums, and it is what
+    ``matmul`` returns here."""
+    from devices import _matmul
+
+    a = jax.random.normal(jax.random.key(2), (2, 33, 75))
+    b = jax.random.normal(jax.random.key(3), (75, 16))
+    native = np.asarray(jax.jit(_matmul._bfloat16_native)(a, b))
+    widened = np.asarray(jax.jit(_matmul._bfloat16_as_float32)(a, b))
+    np.testing.assert_allclose(widened, native, rtol=0, atol=1e-5 * np.abs(native).max())
+    assert np.array_equal(np.asarray(jax.jit(devices.matmul, static_argnums=2)(a, b,
+                                                                              "bfloat16")),
+                          widened)
+    assert np.abs(widened - np.asarray(a @ b)).max() > 1e-3  # rounded, not a float32 product
+
+
 def test_bfloat16_crossbar_measures_the_rounded_product_and_nothing_else() -> None:
     spec = devices.preset("ideal", (20, 16, 12))
     d32 = devices.fabricate(spec, jax.random.key(0))

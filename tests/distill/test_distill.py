@@ -35,14 +35,14 @@ def _students(n: int, dcfg: distill.DistillConfig, preset: str = "rram") -> ff.F
 
 def _distill(students: ff.FFState, teacher: ff.FFState, dcfg: distill.DistillConfig,
              student_keys: jax.Array, teacher_bench: ff.Bench = ff.BENCH,
-             labels: jax.Array | None = None) -> ff.FFState:
+             labels: jax.Array | None = None, chunk: int = 0) -> ff.FFState:
     x, _ = _data()
     for e in range(2):
         students, _ = distill.distill_epoch(students, teacher, x, labels, jax.random.key(30 + e),
                                             jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(
                                                 student_keys),
                                             cfg=CFG, dcfg=dcfg, student_bench=ff.BENCH,
-                                            teacher_bench=teacher_bench)
+                                            teacher_bench=teacher_bench, chunk=chunk)
     return students
 
 
@@ -185,6 +185,32 @@ def test_vmapped_one_to_many_equals_separate_runs() -> None:
         alone = _distill(one, teacher, dcfg, keys[i:i + 1], labels=y)
         for a, b in zip(together.device.state.weights, alone.device.state.weights, strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6)
+
+
+def test_students_in_groups_of_one_have_the_bits_of_separate_runs() -> None:
+    """``chunk = 1``: the teachers' targets of the epoch are measured first, then each student
+    runs the whole epoch alone (no per-step copy of the stacked states); every student's bits
+    are those of a run with it alone, which is a ``vmap`` of one over the steps' scan."""
+    teacher = _teacher(1)
+    dcfg = distill.DistillConfig(hard_weight=0.2, teacher_reads=2)
+    _, y = _data()
+    keys = jax.random.split(jax.random.key(43), 2)
+    students = _students(2, dcfg)
+    grouped = _distill(students, teacher, dcfg, keys, labels=y, chunk=1)
+    assert not _tree_equal(grouped.device.state.weights, students.device.state.weights)
+    for i in range(2):
+        one = jax.tree.map(lambda a, i=i: a[i:i + 1], students)
+        alone = _distill(one, teacher, dcfg, keys[i:i + 1], labels=y, chunk=1)
+        assert _tree_equal(jax.tree.map(lambda a, i=i: a[i:i + 1], grouped), alone)
+    x, _ = _data()
+    _, metrics = distill.distill_epoch(students, teacher, x, y, jax.random.key(30), keys,
+                                       cfg=CFG, dcfg=dcfg, student_bench=ff.BENCH,
+                                       teacher_bench=ff.BENCH, chunk=1)
+    _, vmapped = distill.distill_epoch(students, teacher, x, y, jax.random.key(30), keys,
+                                       cfg=CFG, dcfg=dcfg, student_bench=ff.BENCH,
+                                       teacher_bench=ff.BENCH)
+    assert jax.tree.map(jnp.shape, metrics) == jax.tree.map(jnp.shape, vmapped)
+    assert all(v.shape[0] == 2 for v in jax.tree.leaves(metrics))
 
 
 def test_ensemble_targets_are_the_mean_of_member_probabilities() -> None:
