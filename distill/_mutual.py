@@ -35,8 +35,13 @@ def _mutual_epoch(states: ff.FFState, shared: ff.FFState, x: Array, x_shards: Ar
     shard_orders = jax.vmap(lambda k: jax.random.permutation(k, x_shards.shape[1]))(
         jax.random.split(k_shard, p))
 
-    def step_of(st: ff.FFState, snap: ff.FFState, idx: Array, step: Array
-                ) -> tuple[ff.FFState, dict[str, Array]]:
+    def body(carry: tuple[ff.FFState, ff.FFState], inp: tuple[Array, Array]
+             ) -> tuple[tuple[ff.FFState, ff.FFState], dict[str, Array]]:
+        st, snap = carry
+        idx, step = inp
+        # the beliefs the devices share are refreshed only every `exchange_every` steps
+        refresh = step % exchange_every == 0
+        snap = jax.tree.map(lambda old, new: jnp.where(refresh, new, old), snap, st)
         xb = x[idx]
         bkeys = jax.random.split(jax.random.fold_in(k_belief, step), p)
         beliefs = jax.vmap(lambda s, k: jax.nn.softmax(teacher_logits(
@@ -56,36 +61,9 @@ def _mutual_epoch(states: ff.FFState, shared: ff.FFState, x: Array, x_shards: Ar
         st, m_own = jax.vmap(lambda s, xx, yy, k: ff.train_step(s, xx, yy, k, scfg, horizon,
                                                                 bench))(st, xs, ys, keys[1])
         agree = jnp.mean(jnp.argmax(beliefs, -1) == jnp.argmax(targets, -1), axis=-1)
-        return st, {**m_own, "agreement_with_others": agree}
+        return (st, snap), {**m_own, "agreement_with_others": agree}
 
-    def exchange(st: ff.FFState, idx: Array, steps: Array
-                 ) -> tuple[ff.FFState, dict[str, Array]]:
-        # one exchange: the beliefs the devices share are those of the states at its start,
-        # a loop invariant of the steps' scan (no per-step select over the whole state tree,
-        # physics included, as a refresh test in every step needed)
-        return jax.lax.scan(lambda s, inp: step_of(s, st, *inp), st, (idx, steps))
-
-    steps = jnp.arange(spe)
-    rounds, rest = divmod(spe, exchange_every)
-    whole = rounds * exchange_every
-    parts = []
-    if rounds:
-        def one_round(carry: tuple[ff.FFState, ff.FFState], inp: tuple[Array, Array]
-                      ) -> tuple[tuple[ff.FFState, ff.FFState], dict[str, Array]]:
-            st, _ = carry
-            new, m = exchange(st, *inp)
-            return (new, st), m
-
-        (states, shared), m = jax.lax.scan(
-            one_round, (states, shared),
-            (order[:whole].reshape(rounds, exchange_every, -1),
-             steps[:whole].reshape(rounds, exchange_every)))
-        parts.append(jax.tree.map(lambda a: a.reshape(whole, *a.shape[2:]), m))
-    if rest:  # the epoch's last, shorter exchange
-        shared = states
-        states, m = exchange(states, order[whole:], steps[whole:])
-        parts.append(m)
-    metrics = jax.tree.map(lambda *ms: jnp.concatenate(ms), *parts)
+    (states, shared), metrics = jax.lax.scan(body, (states, shared), (order, jnp.arange(spe)))
     return states, shared, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
