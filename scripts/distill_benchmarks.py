@@ -647,12 +647,15 @@ def main() -> None:
             scfg = distill.student_config(cfg, dcfg)
             pop = devices.spawn(rram, n, jax.random.key(s + 700))
             st = ff.init_population(pop, scfg, ff.steps_per_epoch(x.shape[0], scfg))
-            shared = st
             burn_in = cfg.epochs // 4  # shards alone first, then codistillation (Anil et al.)
             for e in tqdm(range(cfg.epochs), desc=f"mutual {n}x{rram.name}", unit="epoch",
                           leave=False):
-                st, shared, _ = distill.mutual_epoch(
-                    st, shared, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e),
+                # an epoch's first step refreshes the shared beliefs from the states, so the
+                # returned stale copy is not needed: keeping it alive next to the states and
+                # the new outputs was 4 copies of the population (8 8-cell devices: killed
+                # for memory on a 24 GiB machine in session 34)
+                st, _, _ = distill.mutual_epoch(
+                    st, st, x, xs, ys, jax.random.fold_in(jax.random.key(s + 701), e),
                     cfg=cfg, dcfg=dcfg, exchange_every=10, bench=ff.BENCH, distil=e >= burn_in)
                 jax.block_until_ready(st)  # so that the progress bar shows finished epochs
             mutual_err = _errors(st, xt, yt, cfg, s + 14)
