@@ -274,21 +274,45 @@ def _weight_copies(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, seed: 
 
 CONTROL_ARMS = ("hard_label_error", "mean_hard_label_error", "weight_copy_error",
                 "mean_weight_copy_error")
+CONTROL_DETAILS = ("hard_label_agreement", "mean_hard_label_agreement", "hard_label_negatives",
+                   "hard_label_negative_belief")
+
+
+def _label_arm_config(cfg: ff.FFConfig, dcfg: distill.DistillConfig) -> ff.FFConfig:
+    """The hard-label arm's learner: ``cfg`` with the students' negatives and negative belief
+    (``distill.student_config``), so that it differs from the students only in learning from
+    the labels instead of the teacher."""
+    student = distill.student_config(cfg, dcfg)
+    return dataclasses.replace(cfg, negatives=student.negatives,
+                               negative_belief=student.negative_belief)
+
+
+def _has_controls(row: dict[str, Any], label_cfg: ff.FFConfig) -> bool:
+    """Whether ``row`` (a one-to-many row) has control arms whose label arm learned with
+    ``label_cfg``'s negatives. Rows written before the arm recorded them learned with the
+    learner's (``row["learner_config"]``)."""
+    learner = row.get("learner_config", {})
+    arm = (row.get("hard_label_negatives", learner.get("negatives")),
+           row.get("hard_label_negative_belief", learner.get("negative_belief")))
+    return all(k in row for k in CONTROL_ARMS) \
+        and arm == (label_cfg.negatives, label_cfg.negative_belief)
 
 
 def _controls(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, xt: jax.Array,
               yt: np.ndarray, cfg: ff.FFConfig, seed: int, members: Members | None,
               teacher: ff.FFState, t_scores: np.ndarray) -> dict[str, Any]:
     """The one-to-many row's control arms, per student: the students' devices trained on the
-    labels with their budget (error, and top-1 agreement with the teacher's first read
+    labels with their budget and learning rule (``cfg``: the learner's, with the students'
+    negatives and negative belief; error, and top-1 agreement with the teacher's first read
     ``t_scores[0]``: what agreement owes to the labels alone), and the teacher's weights
-    copied into them (the immortal arm). Independent of how the students learned."""
+    copied into them (the immortal arm). Independent of the teacher's targets."""
     hard = _train_ff(spec, n, x, y, cfg, seed + 100, members)
     h_scores = _scores(hard, xt, cfg, seed + 4, n, members)
     row: dict[str, Any] = {
         "hard_label_error": [float(np.mean(a.argmax(-1) != yt)) for a in h_scores],
         "hard_label_agreement": [float(np.mean(a.argmax(-1) == t_scores[0].argmax(-1)))
-                                 for a in h_scores]}
+                                 for a in h_scores],
+        "hard_label_negatives": cfg.negatives, "hard_label_negative_belief": cfg.negative_belief}
     copies = _weight_copies(teacher, spec, n, seed, members)
     row["weight_copy_error"] = _errors(copies, xt, yt, cfg, seed + 6, n, members)
     for k in ("hard_label_error", "hard_label_agreement", "weight_copy_error"):
@@ -452,6 +476,7 @@ def main() -> None:
                                      image_shape=ds.image_shape if args.jitter else None)
     except ValueError as exc:
         parser.error(str(exc))
+    label_cfg = _label_arm_config(cfg, dcfg)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     s, t, n = args.seed, args.temperature, args.students
@@ -468,14 +493,19 @@ def main() -> None:
 
     def same_students(row: dict[str, Any]) -> bool:
         """Whether ``row`` (an earlier one-to-many row) has this run's students and controls:
-        the same students, epochs, seed, slice, cells, DAC, learner and teacher."""
-        old = {"student_cells": 1, "student_input_bound": None, **row}  # rows before the flags
+        the same students, epochs, seed, slice, cells, DAC, learner, negatives and teacher."""
+        learner = row.get("learner_config", {})
+        old = {"student_cells": 1, "student_input_bound": None,  # rows before the flags
+               "student_negatives": learner.get("negatives"),
+               "student_negative_belief": learner.get("negative_belief"), **row}
         return all(old.get(k) == v for k, v in (
             ("students", n), ("epochs", args.epochs), ("seed", s),
             ("student_slice", None if members is None else list(members)),
             ("student_cells", args.student_cells),
             ("student_input_bound", args.student_input_bound),
             ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
+            ("student_negatives", label_cfg.negatives),
+            ("student_negative_belief", label_cfg.negative_belief),
             ("teacher_state", args.teacher_state)))
 
     if args.controls_only:
@@ -483,9 +513,9 @@ def main() -> None:
         if not isinstance(earlier, dict) or "student_error" not in earlier \
                 or not same_students(earlier):
             parser.error(f"--controls-only: {out} has no one-to-many row of these students "
-                         f"(students, epochs, seed, slice, cells, DAC, learner, teacher); run "
-                         f"without --controls-only first")
-        if all(k in earlier for k in CONTROL_ARMS):
+                         f"(students, epochs, seed, slice, cells, DAC, learner, negatives, "
+                         f"teacher); run without --controls-only first")
+        if _has_controls(earlier, label_cfg):
             print(f"--controls-only: the row in {out} has its control arms already "
                   f"(revision {earlier.get('controls_revision')}); nothing to do")
             return
@@ -549,7 +579,7 @@ def main() -> None:
         started = time.perf_counter()
         if name == "one-to-many" and args.controls_only:
             row = {k: v for k, v in results[name].items() if k != "controls"}
-            row.update(_controls(rram, n, x, y, xt, yt, cfg, s, members, single, t_scores),
+            row.update(_controls(rram, n, x, y, xt, yt, label_cfg, s, members, single, t_scores),
                        controls_revision=rev, controls_elapsed_s=round(
                            time.perf_counter() - started, 1),
                        controls_command=" ".join([sys.executable, *sys.argv]))
@@ -565,9 +595,8 @@ def main() -> None:
                           ds.n_classes)
             old = results.get(name, {})
             if args.no_controls:
-                if same_students(old) and all(k in old for k in CONTROL_ARMS):
-                    row.update({k: old[k] for k in (*CONTROL_ARMS, "hard_label_agreement",
-                                                     "mean_hard_label_agreement") if k in old},
+                if same_students(old) and _has_controls(old, label_cfg):
+                    row.update({k: old[k] for k in (*CONTROL_ARMS, *CONTROL_DETAILS) if k in old},
                                controls_revision=old.get("controls_revision",
                                                          old.get("git_revision")))
                 else:
@@ -577,8 +606,8 @@ def main() -> None:
                 # the students' row is kept while the control arms train: a run stopped
                 # there loses only the controls, and says so (--controls-only adds them)
                 log(name, {**row, "controls": "pending"}, started, history)
-                row.update(_controls(rram, n, x, y, xt, yt, cfg, s, members, single, t_scores),
-                           controls_revision=rev)
+                row.update(_controls(rram, n, x, y, xt, yt, label_cfg, s, members, single,
+                                     t_scores), controls_revision=rev)
             log(name, row, started, history)
         elif name == "fraction":
             part = jnp.asarray(distill.random_fraction(np.asarray(x), args.fraction, seed=s))

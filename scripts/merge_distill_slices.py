@@ -26,6 +26,8 @@ ROW = "one-to-many"
 PER_STUDENT = ("student_error", "agreement", "kl", "fitted_temperature",
                "kl_at_fitted_temperature", "agreement_with_consensus")
 CONTROLS = ("hard_label_error", "hard_label_agreement", "weight_copy_error")
+# how the label arm learned: shared by the slices that have control arms
+CONTROL_SETTINGS = ("hard_label_negatives", "hard_label_negative_belief")
 MEANS = {"mean_student_error": "student_error", "mean_agreement": "agreement",
          "mean_agreement_with_consensus": "agreement_with_consensus",
          "mean_hard_label_error": "hard_label_error",
@@ -86,9 +88,11 @@ def merge_rows(rows: list[dict[str, Any]], names: list[str] | None = None) -> di
     rows, names = [rows[i] for i in order], [names[i] for i in order]
     # one run first (a slice of another --students is a setting that differs), then coverage
     with_controls = all(all(k in row for k in CONTROLS) for row in rows)
-    shared = set(rows[0]) - set(PER_SLICE) - set(PER_STUDENT) - set(CONTROLS) - set(MEANS)
+    own = {*PER_SLICE, *PER_STUDENT, *CONTROLS, *MEANS,
+           *(() if with_controls else CONTROL_SETTINGS)}
+    shared = set(rows[0]) - own
     for name, row in zip(names[1:], rows[1:], strict=True):
-        keys = set(row) - set(PER_SLICE) - set(PER_STUDENT) - set(CONTROLS) - set(MEANS)
+        keys = set(row) - own
         for k in sorted(shared | keys):
             if row.get(k) != rows[0].get(k):
                 raise SliceError(f"{name}: {k} = {row.get(k)!r}, but {names[0]} has "

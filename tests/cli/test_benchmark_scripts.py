@@ -299,6 +299,35 @@ def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
                                   db._scores(copies, x, cfg, 9)[1:])
 
 
+def test_the_label_arm_learns_with_the_students_negatives() -> None:
+    import dataclasses
+
+    import distill
+    from mortal import ff
+
+    db = _import_script("distill_benchmarks")
+    cfg = ff.FFConfig(epochs=2, momentum=0.98, lr_decay_start=0.9)
+    # by default the students learn with the learner's negatives: the arm is the learner
+    assert db._label_arm_config(cfg, distill.DistillConfig()) == cfg
+    dcfg = distill.DistillConfig(negative_belief="goodness", negatives="excess",
+                                 goodness_kl_weight=0.15, temperature=4.0)
+    arm = db._label_arm_config(cfg, dcfg)
+    student = distill.student_config(cfg, dcfg)
+    assert (arm.negatives, arm.negative_belief) == (student.negatives, student.negative_belief)
+    assert (arm.negatives, arm.negative_belief) == ("excess", "goodness")
+    # nothing else of the students' rule: the arm learns from the labels with the learner's
+    assert arm == dataclasses.replace(cfg, negatives="excess", negative_belief="goodness")
+    arms = {"hard_label_error": [0.03], "mean_hard_label_error": 0.03,
+            "weight_copy_error": [0.9], "mean_weight_copy_error": 0.9}
+    learner = {"learner_config": {"negatives": "hard", "negative_belief": "readout"}}
+    # a row written before the arm recorded its negatives learned with the learner's
+    assert db._has_controls({**learner, **arms}, cfg)
+    assert not db._has_controls({**learner, **arms}, arm)
+    assert db._has_controls({**learner, **arms, "hard_label_negatives": "excess",
+                             "hard_label_negative_belief": "goodness"}, arm)
+    assert not db._has_controls({**learner, "hard_label_error": [0.03]}, cfg)
+
+
 def _slice_row(first: int, last: int, **changes: object) -> dict:
     errs = [0.02 + 0.001 * i for i in range(first, last)]
     return {"students": 4, "epochs": 10, "seed": 0, "xla_flags": "", "teacher_error": 0.0224,
@@ -334,8 +363,11 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
     no_controls = _slice_row(1, 4)
     for k in m.CONTROLS:
         del no_controls[k]
-    partial = m.merge_rows([_slice_row(0, 1), no_controls])
+    # how the label arm learned is a setting of the slices with arms only
+    partial = m.merge_rows([_slice_row(0, 1, hard_label_negative_belief="goodness"),
+                            no_controls])
     assert "hard_label_error" not in partial and "mean_weight_copy_error" not in partial
+    assert "hard_label_negative_belief" not in partial
     assert partial["controls"] == "not in every slice"
     for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 of 4 are missing"),
                        ([_slice_row(0, 2), _slice_row(1, 4)], "students 1..1 are also in"),
@@ -349,6 +381,9 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
                        ([_slice_row(0, 2), _slice_row(2, 4, xla_flags="--xla_foo")],
                         "xla_flags"),
                        ([_slice_row(0, 2), _slice_row(2, 4, cpu={"isa": ["avx2"]})], "cpu"),
+                       ([_slice_row(0, 2, hard_label_negative_belief="readout"),
+                         _slice_row(2, 4, hard_label_negative_belief="goodness")],
+                        "hard_label_negative_belief = 'goodness'"),
                        ([_slice_row(0, 2), _slice_row(2, 4, controls="pending")],
                         "still training"),
                        ([_slice_row(0, 4, student_slice=None)], "not a --student-slice run")):
