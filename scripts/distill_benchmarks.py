@@ -6,8 +6,9 @@ student test error (goodness readout) and fidelity to the teacher (top-1 agreeme
 
 Experiments (all on ``--dataset``, default the embedded digits; ``mnist`` for the issue's figures):
   one-to-many   teacher → S fresh students on the unlabelled training images; alongside, the
-                same students trained from hard labels with the same budget, and the weight-copy
-                control arm (teacher's weights programmed into each student device)
+                same students trained from hard labels with the same budget and negatives, and
+                the weight-copy control arm (teacher's weights programmed into each student
+                device)
   fraction      transfer set of ``--fraction`` (default 5 %) of the training images
   no-threes     every 3 left out of the transfer set; test-3 accuracy before / after a per-class
                 bias fitted on the validation set (Hinton et al. 2015)
