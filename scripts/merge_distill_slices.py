@@ -88,6 +88,11 @@ def merge_rows(rows: list[dict[str, Any]], names: list[str] | None = None) -> di
     rows, names = [rows[i] for i in order], [names[i] for i in order]
     # one run first (a slice of another --students is a setting that differs), then coverage
     with_controls = all(all(k in row for k in CONTROLS) for row in rows)
+    if with_controls:  # arms written before they recorded their negatives used the learner's
+        rows = [{"hard_label_negatives": row.get("learner_config", {}).get("negatives"),
+                 "hard_label_negative_belief":
+                     row.get("learner_config", {}).get("negative_belief"), **row}
+                for row in rows]
     own = {*PER_SLICE, *PER_STUDENT, *CONTROLS, *MEANS,
            *(() if with_controls else CONTROL_SETTINGS)}
     shared = set(rows[0]) - own

@@ -368,6 +368,17 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
                             no_controls])
     assert "hard_label_error" not in partial and "mean_weight_copy_error" not in partial
     assert "hard_label_negative_belief" not in partial
+    # an arm that predates the record learned with the learner's negatives: the same as one
+    # that records them
+    learner = {"learner_config": {"negatives": "hard", "negative_belief": "readout"}}
+    mixed = m.merge_rows([_slice_row(0, 2, **learner),
+                          _slice_row(2, 4, **learner, hard_label_negatives="hard",
+                                     hard_label_negative_belief="readout")])
+    assert mixed["hard_label_negative_belief"] == "readout"
+    with pytest.raises(m.SliceError, match="hard_label_negative_belief = 'goodness'"):
+        m.merge_rows([_slice_row(0, 2, **learner),
+                      _slice_row(2, 4, **learner, hard_label_negatives="hard",
+                                 hard_label_negative_belief="goodness")])
     assert partial["controls"] == "not in every slice"
     for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 of 4 are missing"),
                        ([_slice_row(0, 2), _slice_row(1, 4)], "students 1..1 are also in"),
