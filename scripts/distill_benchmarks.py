@@ -51,6 +51,7 @@ from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
+from _rows import spelled_out  # noqa: E402
 
 from mortal.xla_cpu import cpu_signature, xla_flags  # noqa: E402
 
@@ -292,11 +293,18 @@ def _has_controls(row: dict[str, Any], label_cfg: ff.FFConfig) -> bool:
     """Whether ``row`` (a one-to-many row) has control arms whose label arm learned with
     ``label_cfg``'s negatives. Rows written before the arm recorded them learned with the
     learner's (``row["learner_config"]``)."""
-    learner = row.get("learner_config", {})
-    arm = (row.get("hard_label_negatives", learner.get("negatives")),
-           row.get("hard_label_negative_belief", learner.get("negative_belief")))
-    return all(k in row for k in CONTROL_ARMS) \
-        and arm == (label_cfg.negatives, label_cfg.negative_belief)
+    full = spelled_out(row)
+    return all(k in row for k in CONTROL_ARMS) and (
+        full["hard_label_negatives"], full["hard_label_negative_belief"]) == (
+        label_cfg.negatives, label_cfg.negative_belief)
+
+
+def _same_settings(row: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether ``row`` (an earlier one-to-many row) has every one of ``settings`` (name: value as
+    JSON reads it back), settings it did not record read as the revision that wrote it used
+    them (``_rows.spelled_out``)."""
+    full = spelled_out(row)
+    return all(full.get(k) == v for k, v in settings.items())
 
 
 def _controls(spec: devices.DeviceSpec, n: int, x: jax.Array, y: jax.Array, xt: jax.Array,
@@ -492,22 +500,18 @@ def main() -> None:
     def save() -> None:
         write_json(out, results, default=str)
 
+    # what an earlier one-to-many row must share with this run to be these students
+    these_students = {
+        "students": n, "epochs": args.epochs, "seed": s,
+        "student_slice": None if members is None else list(members),
+        "student_cells": args.student_cells, "student_input_bound": args.student_input_bound,
+        "learner_config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+        "student_negatives": label_cfg.negatives,
+        "student_negative_belief": label_cfg.negative_belief,
+        "teacher_state": args.teacher_state}
+
     def same_students(row: dict[str, Any]) -> bool:
-        """Whether ``row`` (an earlier one-to-many row) has this run's students and controls:
-        the same students, epochs, seed, slice, cells, DAC, learner, negatives and teacher."""
-        learner = row.get("learner_config", {})
-        old = {"student_cells": 1, "student_input_bound": None,  # rows before the flags
-               "student_negatives": learner.get("negatives"),
-               "student_negative_belief": learner.get("negative_belief"), **row}
-        return all(old.get(k) == v for k, v in (
-            ("students", n), ("epochs", args.epochs), ("seed", s),
-            ("student_slice", None if members is None else list(members)),
-            ("student_cells", args.student_cells),
-            ("student_input_bound", args.student_input_bound),
-            ("learner_config", json.loads(json.dumps(dataclasses.asdict(cfg)))),
-            ("student_negatives", label_cfg.negatives),
-            ("student_negative_belief", label_cfg.negative_belief),
-            ("teacher_state", args.teacher_state)))
+        return _same_settings(row, these_students)
 
     if args.controls_only:
         earlier = results.get("one-to-many")

@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import write_json
+from _rows import spelled_out
 
 ROW = "one-to-many"
 PER_STUDENT = ("student_error", "agreement", "kl", "fitted_temperature",
@@ -88,11 +89,7 @@ def merge_rows(rows: list[dict[str, Any]], names: list[str] | None = None) -> di
     rows, names = [rows[i] for i in order], [names[i] for i in order]
     # one run first (a slice of another --students is a setting that differs), then coverage
     with_controls = all(all(k in row for k in CONTROLS) for row in rows)
-    if with_controls:  # arms written before they recorded their negatives used the learner's
-        rows = [{"hard_label_negatives": row.get("learner_config", {}).get("negatives"),
-                 "hard_label_negative_belief":
-                     row.get("learner_config", {}).get("negative_belief"), **row}
-                for row in rows]
+    rows = [spelled_out(row) for row in rows]  # what older slices did not record yet
     own = {*PER_SLICE, *PER_STUDENT, *CONTROLS, *MEANS,
            *(() if with_controls else CONTROL_SETTINGS)}
     shared = set(rows[0]) - own

@@ -326,6 +326,16 @@ def test_the_label_arm_learns_with_the_students_negatives() -> None:
     assert db._has_controls({**learner, **arms, "hard_label_negatives": "excess",
                              "hard_label_negative_belief": "goodness"}, arm)
     assert not db._has_controls({**learner, "hard_label_error": [0.03]}, cfg)
+    # --controls-only adds arms only to a row of the same students; one from before the
+    # students recorded their negatives learned with the learner's
+    settings = {"epochs": 15, "student_cells": 1, "student_negative_belief": "readout"}
+    assert db._same_settings({**learner, "epochs": 15}, settings)
+    assert not db._same_settings({**learner, "epochs": 10}, settings)
+    assert not db._same_settings({**learner, "epochs": 15, "student_cells": 8}, settings)
+    assert not db._same_settings({**learner, "epochs": 15}, {
+        **settings, "student_negative_belief": "goodness"})
+    assert db._same_settings({**learner, "epochs": 15, "student_negative_belief": "goodness"},
+                             {**settings, "student_negative_belief": "goodness"})
 
 
 def _slice_row(first: int, last: int, **changes: object) -> dict:
@@ -345,6 +355,22 @@ def _slice_row(first: int, last: int, **changes: object) -> dict:
             "history": [{"epoch": e, "epoch_s": 2.0, "loss": float(first + e),
                          "val_error": [0.1 * i for i in range(first, last)]}
                         for e in (1, 2)], **changes}
+
+
+def test_an_older_row_reads_with_the_settings_its_revision_used() -> None:
+    rows = _import_script("_rows")
+    learner = {"learner_config": {"negatives": "hard", "negative_belief": "readout"}}
+    old = {**learner, "students": 8}
+    full = rows.spelled_out(old)
+    assert full == {**old, "student_cells": 1, "student_input_bound": None,
+                    "student_negatives": "hard", "student_negative_belief": "readout",
+                    "hard_label_negatives": "hard", "hard_label_negative_belief": "readout"}
+    assert old == {**learner, "students": 8}  # the row itself is left as it was
+    recorded = {**learner, "student_cells": 8, "student_input_bound": 8.0,
+                "student_negatives": "excess", "student_negative_belief": "goodness",
+                "hard_label_negatives": "excess", "hard_label_negative_belief": "goodness"}
+    assert rows.spelled_out(recorded) == recorded
+    assert rows.spelled_out({})["student_negatives"] is None  # no learner: nothing to infer
 
 
 def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> None:
@@ -379,6 +405,15 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
         m.merge_rows([_slice_row(0, 2, **learner),
                       _slice_row(2, 4, **learner, hard_label_negatives="hard",
                                  hard_label_negative_belief="goodness")])
+    # the same for the students' negatives: a slice from before they were recorded joins one
+    # that records the learner's, and not one whose students learned with others
+    assert m.merge_rows([_slice_row(0, 2, **learner),
+                         _slice_row(2, 4, **learner, student_negatives="hard",
+                                    student_negative_belief="readout")]
+                        )["student_negative_belief"] == "readout"
+    with pytest.raises(m.SliceError, match="student_negative_belief = 'goodness'"):
+        m.merge_rows([_slice_row(0, 2, **learner),
+                      _slice_row(2, 4, **learner, student_negative_belief="goodness")])
     assert partial["controls"] == "not in every slice"
     for rows, says in (([_slice_row(0, 1), _slice_row(2, 4)], "students 1..1 of 4 are missing"),
                        ([_slice_row(0, 2), _slice_row(1, 4)], "students 1..1 are also in"),
