@@ -291,12 +291,11 @@ def _label_arm_config(cfg: ff.FFConfig, dcfg: distill.DistillConfig) -> ff.FFCon
 
 def _has_controls(row: dict[str, Any], label_cfg: ff.FFConfig) -> bool:
     """Whether ``row`` (a one-to-many row) has control arms whose label arm learned with
-    ``label_cfg``'s negatives. Rows written before the arm recorded them learned with the
-    learner's (``row["learner_config"]``)."""
-    full = spelled_out(row)
-    return all(k in row for k in CONTROL_ARMS) and (
-        full["hard_label_negatives"], full["hard_label_negative_belief"]) == (
-        label_cfg.negatives, label_cfg.negative_belief)
+    ``label_cfg``'s negatives (``_same_settings``: an arm that predates the record used the
+    learner's)."""
+    return all(k in row for k in CONTROL_ARMS) and _same_settings(row, {
+        "hard_label_negatives": label_cfg.negatives,
+        "hard_label_negative_belief": label_cfg.negative_belief})
 
 
 def _same_settings(row: dict[str, Any], settings: dict[str, Any]) -> bool:
@@ -510,13 +509,10 @@ def main() -> None:
         "student_negative_belief": label_cfg.negative_belief,
         "teacher_state": args.teacher_state}
 
-    def same_students(row: dict[str, Any]) -> bool:
-        return _same_settings(row, these_students)
-
     if args.controls_only:
         earlier = results.get("one-to-many")
         if not isinstance(earlier, dict) or "student_error" not in earlier \
-                or not same_students(earlier):
+                or not _same_settings(earlier, these_students):
             parser.error(f"--controls-only: {out} has no one-to-many row of these students "
                          f"(students, epochs, seed, slice, cells, DAC, learner, negatives, "
                          f"teacher); run without --controls-only first")
@@ -600,7 +596,7 @@ def main() -> None:
                           ds.n_classes)
             old = results.get(name, {})
             if args.no_controls:
-                if same_students(old) and _has_controls(old, label_cfg):
+                if _same_settings(old, these_students) and _has_controls(old, label_cfg):
                     row.update({k: old[k] for k in (*CONTROL_ARMS, *CONTROL_DETAILS) if k in old},
                                controls_revision=old.get("controls_revision",
                                                          old.get("git_revision")))
