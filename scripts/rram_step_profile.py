@@ -14,6 +14,9 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
   the soft-bounds power by repeated squaring (and the ``exp(n·log1p(x))`` it replaced), ``sin``,
   and a 6-in / 1-out sum (memory bandwidth).
+* **Memory traffic alone** (``--floor``): the arrays a step's device work reads and writes,
+  with no arithmetic to speak of, for ``ideal`` and ``rram`` (``traffic_floor_ms``); with the
+  ``ideal`` step timed too, the least ``rram`` / ``ideal`` ratio that traffic allows.
 * **XLA operations** (``--trace``): the timed steps (without ``--only``: ``ideal`` and
   ``rram``) run under ``jax.profiler.trace``, and the time of every compiled operation (matrix
   products, each fused element-wise loop, copies) is summed per step: milliseconds per step per
@@ -24,6 +27,7 @@ Reproduce (about 3 minutes on 2 CPU cores; run nothing else meanwhile)::
 
     python scripts/rram_step_profile.py
     python scripts/rram_step_profile.py --only ideal rram --trace --out /tmp/trace.json
+    python scripts/rram_step_profile.py --only ideal rram --floor --no-elementwise
 
 The script asks XLA for 512-bit vectors on AVX-512 CPUs (``mortal.xla_cpu``); for XLA's default,
 ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256 python scripts/rram_step_profile.py``.
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import glob
 import gzip
@@ -131,6 +136,62 @@ def operation_ms(spec: devices.DeviceSpec, steps: int) -> dict[str, float]:
     return {k: v / 1000 / per_step for k, v in total.most_common() if calls[k] >= per_step}
 
 
+def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Milliseconds per step of the device's memory traffic alone, per preset (``ideal``,
+    ``rram``): a ``lax.scan`` over ``steps`` steps whose body, for each layer of one
+    784-1000-1000-1000 device, forms what the crossbar products see (the stored weights, plus
+    the write offsets and read gains where the device has them) and feeds it to an 8-row
+    product (so that it is written out, as for the step's products), then writes new weights
+    (and offsets) from a chain of additions over the request, the stored state and every
+    per-synapse d2d array (``LayerPhysics`` fields of the weights' shape). No hashes, noise or
+    pulse physics: the least time that reading and writing those arrays takes on this machine,
+    whatever the arithmetic costs. The difference between the presets bounds from below what
+    the `rram` physics can add to a training step. As here, the real step forms the products'
+    weights once for both of its measurements (XLA shares them). Returns ``{"ms": {preset:
+    ms per step}, "mb": {preset: MB per step}}``, MB counting each array once per read and write
+    (the least traffic: reads of the products' weights, of the request, state and d2d arrays,
+    writes of the new state)."""
+    out: dict[str, dict[str, float]] = {"ms": {}, "mb": {}}
+    for name in ("ideal", "rram"):
+        device = devices.spawn(variants()[name], 1, jax.random.key(0))[0]
+        layers = []
+        for w, offset, phys in zip(device.state.weights, device.state.offsets, device.physics,
+                                   strict=True):
+            per_synapse = tuple(a for a in jax.tree_util.tree_leaves(phys)
+                                if a.shape == w.shape)
+            rows = jax.random.normal(jax.random.key(1), (8, w.shape[0]))
+            layers.append((w, offset, per_synapse, jnp.full(w.shape, 1e-3, jnp.float32), rows))
+        read_gains = [p.read_gain for p in device.physics]
+
+        def body(consts: Any, carry: Any, _: Any) -> Any:
+            new, total = [], jnp.float32(0)
+            for (w, offset), (per_synapse, request, rows, gain) in zip(carry, consts,
+                                                                       strict=True):
+                seen = w if offset is None else w + offset
+                seen = seen if gain is None else seen * gain
+                total = total + jnp.sum(rows @ seen)
+                s = w + request  # the chain starts at the carried state: nothing to hoist
+                for a in (() if offset is None else (offset,)) + per_synapse:
+                    s = s + a
+                new.append((np.float32(0.5) * s,
+                            None if offset is None else np.float32(0.25) * s))
+            return new, total
+
+        carry0 = [(w, offset) for w, offset, *_ in layers]
+        consts = [(per_synapse, request, rows, gain) for (_, _, per_synapse, request, rows), gain
+                  in zip(layers, read_gains, strict=True)]
+        f = jax.jit(lambda c, k: jax.lax.scan(functools.partial(body, k), c, None,
+                                              length=steps))
+        out["ms"][name] = 1000 * bench.timed(f, carry0, consts, repeats=repeats)[0] / steps
+        out["mb"][name] = sum(
+            w.size * 4 * ((4 if offset is None else 7) + len(per_synapse) + (gain is not None))
+            for (w, offset, per_synapse, _, _), gain in zip(layers, read_gains, strict=True)
+        ) / 1e6
+        del device, layers, carry0, consts
+        gc.collect()
+    return out
+
+
 def elementwise_ms() -> dict[str, float]:
     shape = (1001, 1000)
     key = jax.random.key(0)
@@ -170,6 +231,9 @@ def main() -> None:
                              "--only: the ideal and rram steps)")
     parser.add_argument("--no-elementwise", action="store_true",
                         help="skip the elementwise table")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the device's memory traffic alone (ideal and rram) "
+                             "and the least rram / ideal step ratio it allows")
     args = parser.parse_args()
     result: dict[str, Any] = {
         "command": " ".join([sys.executable, *sys.argv]), "git_revision": git_revision(ROOT),
@@ -187,6 +251,14 @@ def main() -> None:
     if args.trace:
         result["operation_ms_per_step"] = {name: operation_ms(variants()[name], args.steps)
                                            for name in (args.only or ("ideal", "rram"))}
+    if args.floor:
+        floor = traffic_floor_ms(args.steps, args.repeats)
+        result["traffic_floor_ms_per_step"] = floor["ms"]
+        result["traffic_floor_mb_per_step"] = floor["mb"]
+        if "ideal" in result["step_ms"]:
+            ideal = result["step_ms"]["ideal"]["median"]
+            extra = floor["ms"]["rram"] - floor["ms"]["ideal"]
+            result["least_rram_over_ideal"] = (ideal + extra) / ideal
     if not args.no_elementwise:
         result["elementwise_ms_per_1M"] = elementwise_ms()
     result["loadavg_end"] = list(os.getloadavg())
@@ -201,6 +273,14 @@ def main() -> None:
               f"{sum(ops.values()):.1f})")
         for op, ms in list(ops.items())[:15]:
             print(f"{op:<44} {ms:6.2f}")
+    if "traffic_floor_ms_per_step" in result:
+        print(f"\n{'memory traffic alone, per step':<44} {'ms':>6} {'MB':>6} {'GB/s':>6}")
+        for name, ms in result["traffic_floor_ms_per_step"].items():
+            mb = result["traffic_floor_mb_per_step"][name]
+            print(f"{name:<44} {ms:6.2f} {mb:6.1f} {mb / ms:6.1f}")
+        if "least_rram_over_ideal" in result:
+            print(f"{'least rram / ideal (ideal step + difference)':<44} "
+                  f"{result['least_rram_over_ideal']:6.2f}")
     print(f"\n{'elementwise, 1001x1000 float32':<44} {'ms':>6}")
     for name, ms in result["elementwise_ms_per_1M"].items():
         print(f"{name:<44} {ms:6.2f}")
