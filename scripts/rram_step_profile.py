@@ -67,6 +67,9 @@ from mortal import ff, parallel  # noqa: E402
 from mortal.xla_cpu import xla_flags  # noqa: E402
 
 WIDTHS = (784, 1000, 1000, 1000)
+# the per-synapse d2d arrays (LayerPhysics fields) that a write reads: bounds, steps, faults
+# (devices._write: bounds, steps, pin, offset_from_normal); not read_gain or drift_nu
+WRITE_READS = ("w_min", "w_max", "dw_up", "dw_down", "stuck", "mask")
 B = bench.B
 
 
@@ -140,25 +143,25 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
     """Milliseconds per step of the device's memory traffic alone, per preset (``ideal``,
     ``rram``): a ``lax.scan`` over ``steps`` steps whose body, for each layer of one
     784-1000-1000-1000 device, forms what the crossbar products see (the stored weights, plus
-    the write offsets and read gains where the device has them) and feeds it to an 8-row
-    product (so that it is written out, as for the step's products), then writes new weights
-    (and offsets) from a chain of additions over the request, the stored state and every
-    per-synapse d2d array (``LayerPhysics`` fields of the weights' shape). No hashes, noise or
-    pulse physics: the least time that reading and writing those arrays takes on this machine,
-    whatever the arithmetic costs. The difference between the presets bounds from below what
-    the `rram` physics can add to a training step. As here, the real step forms the products'
-    weights once for both of its measurements (XLA shares them). Returns ``{"ms": {preset:
-    ms per step}, "mb": {preset: MB per step}}``, MB counting each array once per read and write
-    (the least traffic: reads of the products' weights, of the request, state and d2d arrays,
-    writes of the new state)."""
+    the write offsets and read gains where the device has them) and feeds it to an 8-row product
+    (XLA fuses the sum into the product, as in the step), then writes new weights (and
+    offsets) from a chain of additions over the request, the stored state and the per-synapse
+    d2d arrays that ``program`` reads (``WRITE_READS``, where the device has them). No hashes,
+    noise or pulse physics: the least time that reading and writing those arrays takes on this
+    machine, whatever the arithmetic costs. The difference between the presets bounds from below
+    what the `rram` physics can add to a training step. As here, the real step forms the
+    products' weights once for both of its measurements (XLA shares them). Returns ``{"ms":
+    {preset: ms per step}, "mb": {preset: MB per step}}``, MB counting each array once per read
+    and write (the least traffic: reads of the products' weights, of the request, state and d2d
+    arrays, writes of the new state)."""
     out: dict[str, dict[str, float]] = {"ms": {}, "mb": {}}
     for name in ("ideal", "rram"):
         device = devices.spawn(variants()[name], 1, jax.random.key(0))[0]
         layers = []
         for w, offset, phys in zip(device.state.weights, device.state.offsets, device.physics,
                                    strict=True):
-            per_synapse = tuple(a for a in jax.tree_util.tree_leaves(phys)
-                                if a.shape == w.shape)
+            per_synapse = tuple(getattr(phys, f) for f in WRITE_READS
+                                if getattr(phys, f) is not None)
             rows = jax.random.normal(jax.random.key(1), (8, w.shape[0]))
             layers.append((w, offset, per_synapse, jnp.full(w.shape, 1e-3, jnp.float32), rows))
         read_gains = [p.read_gain for p in device.physics]
@@ -172,7 +175,7 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
                 total = total + jnp.sum(rows @ seen)
                 s = w + request  # the chain starts at the carried state: nothing to hoist
                 for a in (() if offset is None else (offset,)) + per_synapse:
-                    s = s + a
+                    s = s + a.astype(jnp.float32)
                 new.append((np.float32(0.5) * s,
                             None if offset is None else np.float32(0.25) * s))
             return new, total
