@@ -157,14 +157,15 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {"ms": {}, "mb": {}}
     for name in ("ideal", "rram"):
         device = devices.spawn(variants()[name], 1, jax.random.key(0))[0]
-        layers = []
+        carry0, consts = [], []  # per layer: (weights, offsets); (d2d arrays, request, rows, gain)
         for w, offset, phys in zip(device.state.weights, device.state.offsets, device.physics,
                                    strict=True):
             per_synapse = tuple(getattr(phys, f) for f in WRITE_READS
                                 if getattr(phys, f) is not None)
             rows = jax.random.normal(jax.random.key(1), (8, w.shape[0]))
-            layers.append((w, offset, per_synapse, jnp.full(w.shape, 1e-3, jnp.float32), rows))
-        read_gains = [p.read_gain for p in device.physics]
+            carry0.append((w, offset))
+            consts.append((per_synapse, jnp.full(w.shape, 1e-3, jnp.float32), rows,
+                           phys.read_gain))
 
         def body(consts: Any, carry: Any, _: Any) -> Any:
             new, total = [], jnp.float32(0)
@@ -180,17 +181,17 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
                             None if offset is None else np.float32(0.25) * s))
             return new, total
 
-        carry0 = [(w, offset) for w, offset, *_ in layers]
-        consts = [(per_synapse, request, rows, gain) for (_, _, per_synapse, request, rows), gain
-                  in zip(layers, read_gains, strict=True)]
         f = jax.jit(lambda c, k: jax.lax.scan(functools.partial(body, k), c, None,
                                               length=steps))
         out["ms"][name] = 1000 * bench.timed(f, carry0, consts, repeats=repeats)[0] / steps
+        # products: weights (+ offsets, gains); write: weights, request (+ offsets) and the d2d
+        # arrays read, weights (+ offsets) written
         out["mb"][name] = sum(
-            w.size * 4 * ((4 if offset is None else 7) + len(per_synapse) + (gain is not None))
-            for (w, offset, per_synapse, _, _), gain in zip(layers, read_gains, strict=True)
+            w.nbytes * (4 if offset is None else 7) + sum(a.nbytes for a in per_synapse)
+            + (0 if gain is None else gain.nbytes)
+            for (w, offset), (per_synapse, _, _, gain) in zip(carry0, consts, strict=True)
         ) / 1e6
-        del device, layers, carry0, consts
+        del device, carry0, consts
         gc.collect()
     return out
 
