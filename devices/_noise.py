@@ -51,8 +51,19 @@ def words(key: Array, shape: tuple[int, ...], count: int) -> tuple[Array, ...]:
     if size >= 2**32:
         raise ValueError(f"devices noise: {size} elements exceed the 2^32 counter range")
     seed = jax.random.bits(key, (2 * count,), jnp.uint32)
-    index = jax.lax.iota(jnp.uint32, size).reshape(shape) * _U32(_WEYL)
-    return tuple(_finalise(_finalise(index + seed[2 * i]) ^ seed[2 * i + 1])
+    # index · Weyl + seed (mod 2^32), with index = row · n_cols + col, summed as a per-row term
+    # (which carries the seed) and a per-column term: the same words as hashing the flat index,
+    # but nothing of full size depends on the position alone, so XLA cannot hoist the counter out
+    # of a training loop into a stored array that every write loop would read (4 bytes per
+    # element and loop)
+    n_cols = shape[-1] if shape else 1
+    rows = jax.lax.iota(jnp.uint32, size // max(n_cols, 1)) * _U32((n_cols * _WEYL) % 2**32)
+    cols = jax.lax.iota(jnp.uint32, n_cols) * _U32(_WEYL)
+
+    def counter(offset: Array) -> Array:
+        return ((rows + offset)[:, None] + cols[None, :]).reshape(shape)
+
+    return tuple(_finalise(_finalise(counter(seed[2 * i])) ^ seed[2 * i + 1])
                  for i in range(count))
 
 
