@@ -22,7 +22,7 @@ def _age(device: Device, dt: Array) -> Device:
             ratio = (t_new + t0) / (t + t0)
             w = pin(w * jnp.power(ratio, -phys.drift_nu), phys, layer)
         weights.append(w)
-    state = DeviceState(tuple(weights), device.state.offsets, t_new.astype(jnp.float32))
+    state = DeviceState.pack(weights, device.state.offsets, t_new.astype(jnp.float32))
     return Device(spec, device.physics, state)
 
 

@@ -9,6 +9,7 @@ recipe is used instead. This keeps an ``ideal`` device as small as its weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,16 +53,74 @@ class LayerPhysics:
 class DeviceState:
     """What changes during a device's life.
 
-    ``weights[l]``: stored conductances of layer ``l``, ``(n_in + 1, n_out)`` float32, normalised
-    units (``(cells, n_in + 1, n_out)`` with several cells per synapse; see ``SynapseSpec``).
-    ``offsets[l]``: the read offset left by the last write of each synapse (write noise, c2c;
-    the shape of ``weights[l]``), or ``None`` when the recipe has no write noise. ``age``: device
-    time in seconds (scalar).
+    ``synapses[l]``: the stored state of layer ``l``'s synapses, shape ``(n_in + 1, n_out)``
+    (``(cells, n_in + 1, n_out)`` with several cells per synapse; see ``SynapseSpec``):
+
+    * float32 conductances (normalised units) when the recipe has no write noise;
+    * complex64 ``w + i·offset`` when it has: the real part is the stored conductance, the
+      imaginary part the read offset left by the last write of that cell (c2c). Both change in
+      the same write, and one array lets the compiled write path produce them in one pass over
+      the synapses instead of two (a third less memory traffic in an ``rram`` step; see
+      BENCHMARKS.md, *One array for conductance and offset*).
+
+    ``weights`` and ``offsets`` give the two parts as float32 arrays. ``age``: device time in
+    seconds (scalar).
     """
+
+    synapses: tuple[Array, ...]
+    age: Array
+
+    @staticmethod
+    def pack(weights: Sequence[Array], offsets: Sequence[Array | None], age: Array
+             ) -> DeviceState:
+        """The state of per-layer conductances and read offsets (``None``: no write noise)."""
+        return DeviceState(tuple(pack_synapses(w, o) for w, o in zip(weights, offsets,
+                                                                      strict=True)), age)
+
+    @property
+    def weights(self) -> tuple[Array, ...]:
+        """Stored conductances of every layer: float32, the shape of ``synapses[l]``."""
+        return tuple(split_synapses(s)[0] for s in self.synapses)
+
+    @property
+    def offsets(self) -> tuple[Array | None, ...]:
+        """Read offsets of every layer (float32), ``None`` where the recipe has no write noise."""
+        return tuple(split_synapses(s)[1] for s in self.synapses)
+
+    def with_weights(self, weights: Sequence[Array]) -> DeviceState:
+        """The same state with other stored conductances (read offsets and age kept)."""
+        return DeviceState.pack(weights, self.offsets, self.age)
+
+    def unpacked(self) -> StoredState:
+        """The same state as separate float32 arrays: the layout checkpoints store."""
+        return StoredState(self.weights, self.offsets, self.age)
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """A device state as checkpoints store it: ``weights[l]`` and ``offsets[l]`` (``None``
+    without write noise) as float32 arrays, and ``age``; ``packed()`` gives the
+    ``DeviceState``. Dataset names in run files: ``device_state.weights.0``, ... (see
+    docs/log-format.md)."""
 
     weights: tuple[Array, ...]
     offsets: tuple[Array | None, ...]
     age: Array
+
+    def packed(self) -> DeviceState:
+        return DeviceState.pack(self.weights, self.offsets, self.age)
+
+
+def pack_synapses(w: Array, offset: Array | None) -> Array:
+    """One layer's stored synapse array: ``w`` (float32) or ``w + i·offset`` (complex64)."""
+    return w if offset is None else jax.lax.complex(w, offset)
+
+
+def split_synapses(stored: Array) -> tuple[Array, Array | None]:
+    """``(conductances, read offsets or None)`` of one layer's stored synapse array."""
+    if jnp.iscomplexobj(stored):
+        return jnp.real(stored), jnp.imag(stored)
+    return stored, None
 
 
 @dataclass(frozen=True)
@@ -102,7 +161,7 @@ class Measurement:
     outputs: tuple[Array, ...]
 
 
-for _cls in (LayerPhysics, DeviceState, Measurement):
+for _cls in (LayerPhysics, DeviceState, StoredState, Measurement):
     _register(_cls)
 _register(Device, meta=("spec",))
 

@@ -174,7 +174,7 @@ def fabricate(spec: DeviceSpec, key: Array) -> Device:
         weights.append(_initial_weights(k, layer, phys))
         offsets.append(write_offset(_stream(k, _OFFSET), layer, phys)
                        if layer.synapse.write_noise > 0 else None)
-    state = DeviceState(tuple(weights), tuple(offsets), jnp.zeros((), jnp.float32))
+    state = DeviceState.pack(weights, offsets, jnp.zeros((), jnp.float32))
     return Device(spec, tuple(physics), state)
 
 

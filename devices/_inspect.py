@@ -48,7 +48,7 @@ def inspect(device: Device) -> dict[str, Any]:
             "drift_nu": full(0.0 if phys.drift_nu is None else phys.drift_nu),
             "weights": w,
             "effective_weights": mean_over_cells(
-                effective_weights(w, device.state.offsets[idx], phys), layer),
+                effective_weights(device.state.synapses[idx], phys), layer),
             "gain": phys.gain, "threshold": phys.threshold,
             "sharpness": phys.sharpness, "saturation": phys.saturation,
             "fail_time": full(jnp.inf if phys.fail_time is None else phys.fail_time, n),

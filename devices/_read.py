@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from . import _noise
 from ._curves import transfer
-from ._device import Device, LayerPhysics, Measurement, mean_over_cells
+from ._device import Device, LayerPhysics, Measurement, mean_over_cells, split_synapses
 from ._matmul import matmul
 from ._spec import LayerSpec, ReadSpec
 
@@ -73,9 +73,11 @@ def adc(y: Array, read: ReadSpec, nonnegative: bool) -> Array:
     return y
 
 
-def effective_weights(w: Array, offset: Array | None, phys: LayerPhysics) -> Array:
-    """What the forward pass sees of each cell: ``read_gain · (w + offset)``, 0 where no synapse
-    exists (a synapse of several cells reads the mean of this over its cells)."""
+def effective_weights(stored: Array, phys: LayerPhysics) -> Array:
+    """What the forward pass sees of each cell: ``read_gain · (w + offset)`` from a layer's
+    ``DeviceState.synapses`` array, 0 where no synapse exists (a synapse of several cells reads
+    the mean of this over its cells)."""
+    w, offset = split_synapses(stored)
     if offset is not None:
         w = w + offset
     if phys.read_gain is not None:
@@ -89,12 +91,12 @@ def neuron_outputs(layer: LayerSpec, phys: LayerPhysics, currents: Array) -> Arr
                     phys.saturation)
 
 
-def _layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None, age: Array,
+def _layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, age: Array,
            fail_noise: float, x: Array, key: Array | None, matmul_dtype: str = "float32"
            ) -> tuple[Array, Array]:
     read = layer.read
     v = dac(x, read)
-    weights = mean_over_cells(effective_weights(w, offset, phys), layer)
+    weights = mean_over_cells(effective_weights(stored, phys), layer)
     bias_v = 1.0 if layer.connectivity.bias else 0.0
     currents = matmul(v, weights[:-1], matmul_dtype) + bias_v * weights[-1]
     scale = full_scale(read)  # the periphery rescales the analog result to digital units
@@ -137,8 +139,8 @@ def _measure(device: Device, x: Array, key: Array | None) -> Measurement:
     inputs, outputs = [], []
     for idx, (layer, phys) in enumerate(zip(spec.layers, device.physics, strict=True)):
         k = None if key is None else jax.random.fold_in(key, idx)
-        v, y = _layer(layer, phys, device.state.weights[idx], device.state.offsets[idx],
-                      device.state.age, spec.aging.fail_noise, x, k, spec.matmul_dtype)
+        v, y = _layer(layer, phys, device.state.synapses[idx], device.state.age,
+                      spec.aging.fail_noise, x, k, spec.matmul_dtype)
         inputs.append(v)
         outputs.append(y)
         x = normalize(y)

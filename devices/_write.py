@@ -9,7 +9,16 @@ import jax
 import jax.numpy as jnp
 
 from . import _noise
-from ._device import Device, DeviceState, LayerPhysics, bounds, pin, steps
+from ._device import (
+    Device,
+    DeviceState,
+    LayerPhysics,
+    bounds,
+    pack_synapses,
+    pin,
+    split_synapses,
+    steps,
+)
 from ._fab import offset_from_normal
 from ._spec import LayerSpec
 
@@ -80,11 +89,12 @@ _CELL_STREAM = 1  # fold_in(key, ·) that chooses the written cell (the noise us
 _PER_SYNAPSE = ("read_gain", "w_min", "w_max", "dw_up", "dw_down", "stuck", "drift_nu")
 
 
-def _program_layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
-                   request: Array, key: Array) -> tuple[Array, Array | None]:
+def _program_layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, request: Array,
+                   key: Array) -> Array:
+    """Write one layer: ``stored`` and the result as ``DeviceState.synapses[l]``."""
     cells = layer.synapse.cells
     if cells == 1:
-        return _program_cell(layer, phys, w, offset, request, key)
+        return _program_cell(layer, phys, stored, request, key)
     # several cells per synapse: one cell of the layer, drawn at random, takes the whole change,
     # scaled so that the synapse's mean moves by the request
     k = jax.random.randint(jax.random.fold_in(key, _CELL_STREAM), (), 0, cells)
@@ -93,17 +103,17 @@ def _program_layer(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array
         return None if a is None else jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
 
     phys_k = dataclasses.replace(phys, **{f: cell(getattr(phys, f)) for f in _PER_SYNAPSE})
-    new_k, offset_k = _program_cell(layer, phys_k, cell(w), cell(offset), cells * request, key)
-    w = jax.lax.dynamic_update_index_in_dim(w, new_k, k, 0)
-    if offset is not None:
-        offset = jax.lax.dynamic_update_index_in_dim(offset, offset_k, k, 0)
-    return w, offset
+    new_k = _program_cell(layer, phys_k, cell(stored), cells * request, key)
+    return jax.lax.dynamic_update_index_in_dim(stored, new_k, k, 0)
 
 
-def _program_cell(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array | None,
-                  request: Array, key: Array) -> tuple[Array, Array | None]:
-    """Write one cell per synapse: arrays ``(n_in + 1, n_out)``."""
+def _program_cell(layer: LayerSpec, phys: LayerPhysics, stored: Array, request: Array,
+                  key: Array) -> Array:
+    """Write one cell per synapse: arrays ``(n_in + 1, n_out)``. Conductance and read offset
+    (``stored``: float32, or complex64 ``w + i·offset``) come out of one expression, so that
+    XLA computes both in one loop over the synapses."""
     syn = layer.synapse
+    w, offset = split_synapses(stored)
     if syn.update_model == "ideal":
         new = w + request
         if not (math.isinf(syn.w_min) and math.isinf(syn.w_max)):
@@ -124,20 +134,16 @@ def _program_cell(layer: LayerSpec, phys: LayerPhysics, w: Array, offset: Array 
     if offset is not None:
         assert xi_offset is not None
         offset = jnp.where(written, offset_from_normal(xi_offset, layer, phys), offset)
-    return new, offset
+    return pack_synapses(new, offset)
 
 
 @jax.jit
 def _program(device: Device, requests: tuple[Array, ...], key: Array) -> Device:
-    weights, offsets = [], []
-    for idx, (layer, phys) in enumerate(zip(device.spec.layers, device.physics, strict=True)):
-        w, off = _program_layer(layer, phys, device.state.weights[idx],
-                                device.state.offsets[idx],
-                                requests[idx].astype(jnp.float32), jax.random.fold_in(key, idx))
-        weights.append(w)
-        offsets.append(off)
-    state = DeviceState(tuple(weights), tuple(offsets), device.state.age)
-    return Device(device.spec, device.physics, state)
+    synapses = tuple(
+        _program_layer(layer, phys, device.state.synapses[idx], requests[idx].astype(jnp.float32),
+                       jax.random.fold_in(key, idx))
+        for idx, (layer, phys) in enumerate(zip(device.spec.layers, device.physics, strict=True)))
+    return Device(device.spec, device.physics, DeviceState(synapses, device.state.age))
 
 
 def program(device: Device, requests: tuple[Array, ...] | list[Array], *, key: Array) -> Device:

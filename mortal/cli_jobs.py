@@ -227,8 +227,9 @@ def transfer_set(cfg: RunConfig, ds: Dataset) -> tuple[np.ndarray, np.ndarray | 
 
 def checkpoint_tree(state: ff.FFState) -> dict[str, Any]:
     """What a checkpoint holds: everything of the learner state that changes (the device's
-    physics is fixed at fab time and rebuilt from its fab key)."""
-    return {"device_state": state.device.state, "opt_state": state.opt_state,
+    physics is fixed at fab time and rebuilt from its fab key), the device state as separate
+    float32 conductances and read offsets (``devices.StoredState``)."""
+    return {"device_state": state.device.state.unpacked(), "opt_state": state.opt_state,
             "record": state.record, "pending": state.pending, "readout": state.readout,
             "step": state.step}
 
@@ -236,7 +237,7 @@ def checkpoint_tree(state: ff.FFState) -> dict[str, Any]:
 def restore(template: ff.FFState, leaves: dict[str, np.ndarray]) -> ff.FFState:
     tree = checkpoint_tree(template)
     parts = {k: unflatten_tree(k, v, leaves) for k, v in tree.items()}
-    device = dataclasses.replace(template.device, state=parts.pop("device_state"))
+    device = dataclasses.replace(template.device, state=parts.pop("device_state").packed())
     return dataclasses.replace(template, device=device, **parts)
 
 

@@ -81,6 +81,24 @@ def flatten_tree(prefix: str, tree: Any) -> dict[str, np.ndarray]:
     return {leaf_name((prefix,), p): np.asarray(v) for p, v in flat}
 
 
+def stored_device_state(state: Any) -> Any:
+    """A learner state (any dataclass with a ``device``) with its device state in the layout
+    files store (``devices.StoredState``: separate float32 conductances and read offsets), so
+    that leaf names stay ``...device.state.weights.0`` and ``...offsets.0``."""
+    import dataclasses
+
+    return dataclasses.replace(state, device=dataclasses.replace(
+        state.device, state=state.device.state.unpacked()))
+
+
+def live_device_state(state: Any) -> Any:
+    """The inverse of ``stored_device_state``: the device state packed for computing."""
+    import dataclasses
+
+    return dataclasses.replace(state, device=dataclasses.replace(
+        state.device, state=state.device.state.packed()))
+
+
 def unflatten_tree(prefix: str, template: Any, leaves: Mapping[str, np.ndarray]) -> Any:
     """The pytree ``template`` with its leaves replaced by ``leaves`` (from ``flatten_tree``)."""
     import jax

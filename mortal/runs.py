@@ -368,13 +368,13 @@ def load_device(path: str | os.PathLike[str], index: int, population: str = "tra
     if state == "fab":
         return device
     _, leaves = checkpoint(path, population)
-    template = device.state
+    template = device.state.unpacked()  # the layout checkpoints store
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     arrays = [leaves[leaf_name(("device_state",), p)][index] for p, _ in flat]
     import dataclasses
 
     return dataclasses.replace(device, state=jax.tree.unflatten(
-        treedef, [jax.numpy.asarray(a) for a in arrays]))
+        treedef, [jax.numpy.asarray(a) for a in arrays]).packed())
 
 
 def leaf_name(prefix: tuple[str, ...], path: tuple[Any, ...]) -> str:

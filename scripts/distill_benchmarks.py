@@ -44,7 +44,7 @@ from tqdm import tqdm  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
-from mortal import data, ff, parallel, runs  # noqa: E402
+from mortal import data, ff, parallel, runlog, runs  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
@@ -165,7 +165,8 @@ def load_state(path: str, flag: str = "--teacher-state"
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["learner_config"].items()}
     tcfg = ff.FFConfig(**kw)
     n = z[next(k for k in z.files if k.startswith("state.step"))].shape[0]
-    template = ff.init_population(devices.spawn(spec, n, jax.random.key(0)), tcfg, 1)
+    template = runlog.stored_device_state(
+        ff.init_population(devices.spawn(spec, n, jax.random.key(0)), tcfg, 1))
 
     def leaf(key_path: Any, t: jax.Array) -> jax.Array:
         name = runs.leaf_name(("state",), key_path)
@@ -177,7 +178,8 @@ def load_state(path: str, flag: str = "--teacher-state"
                              f"{t.shape} {t.dtype}")
         return jnp.asarray(a)
 
-    return jax.tree_util.tree_map_with_path(leaf, template), spec, tcfg
+    return (runlog.live_device_state(jax.tree_util.tree_map_with_path(leaf, template)), spec,
+            tcfg)
 
 
 def _per_member(fn: Any, state: ff.FFState, x: jax.Array, seed: int, n: int | None = None,

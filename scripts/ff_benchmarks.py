@@ -199,7 +199,7 @@ def save_state(path: Path, state: ff.FFState, spec: devices.DeviceSpec, cfg: ff.
     """The trained population (learner state with its devices) + recipe and learner config."""
     leaves = runlog.flatten_tree("state", jax.tree.map(
         lambda a: jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a,
-        state))
+        runlog.stored_device_state(state)))
     meta = {"recipe": spec.to_dict(), "learner_config": dataclasses.asdict(cfg)}
     tmp = path.with_suffix(".part.npz")
     np.savez(tmp, __meta__=np.array(json.dumps(meta)), **leaves)

@@ -62,7 +62,7 @@ from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 
 import devices  # noqa: E402
-from devices import _noise, _write  # noqa: E402
+from devices import _device, _noise, _write  # noqa: E402
 from mortal import ff, parallel  # noqa: E402
 from mortal.xla_cpu import xla_flags  # noqa: E402
 
@@ -145,7 +145,7 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
     784-1000-1000-1000 device, forms what the crossbar products see (the stored weights, plus
     the write offsets and read gains where the device has them) and feeds it to an 8-row product
     (XLA fuses the sum into the product, as in the step), then writes new weights (and
-    offsets) from a chain of additions over the request, the stored state and the per-synapse
+    offsets, in the one complex64 array the device keeps them in) from a chain of additions over the request, the stored state and the per-synapse
     d2d arrays that ``program`` reads (``WRITE_READS``, where the device has them). No hashes,
     noise or pulse physics: the least time that reading and writing those arrays takes on this
     machine, whatever the arithmetic costs. The difference between the presets bounds from below
@@ -157,28 +157,28 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {"ms": {}, "mb": {}}
     for name in ("ideal", "rram"):
         device = devices.spawn(variants()[name], 1, jax.random.key(0))[0]
-        carry0, consts = [], []  # per layer: (weights, offsets); (d2d arrays, request, rows, gain)
-        for w, offset, phys in zip(device.state.weights, device.state.offsets, device.physics,
-                                   strict=True):
+        # per layer: the stored synapse array as the device holds it (float32 weights, or
+        # complex64 weights + i·offsets); (d2d arrays, request, rows, gain)
+        carry0, consts = list(device.state.synapses), []
+        for w, phys in zip(device.state.weights, device.physics, strict=True):
             per_synapse = tuple(getattr(phys, f) for f in WRITE_READS
                                 if getattr(phys, f) is not None)
             rows = jax.random.normal(jax.random.key(1), (8, w.shape[0]))
-            carry0.append((w, offset))
             consts.append((per_synapse, jnp.full(w.shape, 1e-3, jnp.float32), rows,
                            phys.read_gain))
 
         def body(consts: Any, carry: Any, _: Any) -> Any:
             new, total = [], jnp.float32(0)
-            for (w, offset), (per_synapse, request, rows, gain) in zip(carry, consts,
-                                                                       strict=True):
+            for stored, (per_synapse, request, rows, gain) in zip(carry, consts, strict=True):
+                w, offset = _device.split_synapses(stored)
                 seen = w if offset is None else w + offset
                 seen = seen if gain is None else seen * gain
                 total = total + jnp.sum(rows @ seen)
                 s = w + request  # the chain starts at the carried state: nothing to hoist
                 for a in (() if offset is None else (offset,)) + per_synapse:
                     s = s + a.astype(jnp.float32)
-                new.append((np.float32(0.5) * s,
-                            None if offset is None else np.float32(0.25) * s))
+                new.append(_device.pack_synapses(
+                    np.float32(0.5) * s, None if offset is None else np.float32(0.25) * s))
             return new, total
 
         f = jax.jit(lambda c, k: jax.lax.scan(functools.partial(body, k), c, None,
@@ -189,7 +189,8 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
         out["mb"][name] = sum(
             w.nbytes * (4 if offset is None else 7) + sum(a.nbytes for a in per_synapse)
             + (0 if gain is None else gain.nbytes)
-            for (w, offset), (per_synapse, _, _, gain) in zip(carry0, consts, strict=True)
+            for w, offset, (per_synapse, _, _, gain) in zip(
+                device.state.weights, device.state.offsets, consts, strict=True)
         ) / 1e6
         del device, carry0, consts
         gc.collect()

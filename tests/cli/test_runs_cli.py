@@ -97,6 +97,13 @@ def test_a_run_records_what_it_did(reference: Path) -> None:
     assert len(lineage) == 2 and {r["student"] for r in lineage} == {"students/0", "students/1"}
     assert lineage[0]["temperature"] == 20.0 and lineage[0]["generation"] == 1
     assert lineage[0]["teacher"].startswith("train/")
+    # checkpoints keep the documented layout (docs/log-format.md): an rram device's conductances
+    # and read offsets as separate float32 datasets, whatever the device holds in memory
+    _, leaves = runs.checkpoint(reference, "train")
+    for part in ("weights", "offsets"):
+        a = leaves[f"device_state.{part}.0"]
+        assert a.dtype == np.float32 and a.shape == (2, 75, 16), part
+    assert np.any(leaves["device_state.offsets.0"] != 0)
 
 
 def test_load_device_rebuilds_the_identical_instance(reference: Path) -> None:

@@ -52,7 +52,7 @@ def test_a_read_sees_the_mean_of_the_cells(key: jax.Array) -> None:
     spec = _cells(devices.preset("ideal", (6, 4)), 4)
     d = devices.fabricate(spec, key)
     w = jax.random.normal(jax.random.key(1), (4, 7, 4))
-    d = dataclasses.replace(d, state=dataclasses.replace(d.state, weights=(w,)))
+    d = dataclasses.replace(d, state=d.state.with_weights((w,)))
     x = jax.random.normal(jax.random.key(2), (5, 6))
     h = devices.normalize(x)
     mean = np.asarray(w).mean(axis=0)

@@ -146,6 +146,25 @@ def test_ideal_device_stores_nothing_but_weights(key: jax.Array) -> None:
     assert all(o is None for o in d.state.offsets)
 
 
+def test_a_write_noisy_device_holds_conductance_and_offset_in_one_array(key: jax.Array
+                                                                       ) -> None:
+    d = devices.fabricate(devices.preset("rram", TINY), key)
+    stored, w, off = d.state.synapses[0], d.state.weights[0], d.state.offsets[0]
+    assert stored.dtype == jnp.complex64 and w.dtype == off.dtype == jnp.float32
+    np.testing.assert_array_equal(np.real(stored), w)
+    np.testing.assert_array_equal(np.imag(stored), off)
+    assert np.std(np.asarray(off)) > 0  # the fab write left offsets
+    # the checkpoint layout and back, and new conductances that keep the offsets
+    again = d.state.unpacked().packed()
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again),
+                                                    jax.tree.leaves(d.state), strict=True))
+    moved = d.state.with_weights([w + 1.0 for w in d.state.weights])
+    np.testing.assert_array_equal(moved.offsets[0], off)
+    np.testing.assert_array_equal(moved.weights[0], w + 1.0)
+    ideal = devices.fabricate(devices.preset("ideal", TINY), key)
+    assert ideal.state.synapses[0].dtype == jnp.float32 and ideal.state.offsets == (None, None)
+
+
 def test_fabricate_is_jit_compatible_under_vmap(key: jax.Array) -> None:
     spec = devices.preset("ecram", TINY)
     keys = jax.random.split(key, 3)

@@ -113,6 +113,30 @@ def test_same_key_same_numbers_and_shape_is_a_reshape() -> None:
     assert _noise.uniform(k, (0, 3)).shape == (0, 3)
 
 
+def test_words_hash_the_flat_index_whatever_the_shape() -> None:
+    """The counter is summed from a row and a column term (so XLA cannot hoist it out of a
+    training loop as a stored array); it must equal the flat index's, as written out here."""
+    key = jax.random.key(7)
+    seed = np.asarray(jax.random.bits(key, (4,), jnp.uint32))
+
+    def finalise(x: np.ndarray) -> np.ndarray:
+        x = x ^ (x >> np.uint32(16))
+        x = x * np.uint32(0x7FEB352D)
+        x = x ^ (x >> np.uint32(15))
+        x = x * np.uint32(0x846CA68B)
+        return x ^ (x >> np.uint32(16))
+
+    for shape in [(13, 7), (3, 4, 5), (11,), (), (0, 3), (1001, 1000)]:
+        index = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
+        with np.errstate(over="ignore"):
+            index = index * np.uint32(0x9E3779B9)
+            expected = [finalise(finalise(index + seed[2 * i]) ^ seed[2 * i + 1])
+                        for i in range(2)]
+        for got, want in zip(_noise.words(key, shape, 2), expected, strict=True):
+            assert got.shape == shape
+            np.testing.assert_array_equal(np.asarray(got), want)
+
+
 def test_vmap_over_keys_equals_one_call_per_key() -> None:
     keys = jax.random.split(jax.random.key(6), 4)
     batched = jax.jit(jax.vmap(lambda k: _noise.uniform(k, (7, 9))))(keys)

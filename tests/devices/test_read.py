@@ -17,7 +17,7 @@ from ..conftest import TINY
 
 
 def _set_weights(device: devices.Device, weights: list[jax.Array]) -> devices.Device:
-    state = dataclasses.replace(device.state, weights=tuple(jnp.asarray(w) for w in weights))
+    state = device.state.with_weights([jnp.asarray(w) for w in weights])
     return dataclasses.replace(device, state=state)
 
 

@@ -22,7 +22,7 @@ def _one_layer(synapse: SynapseSpec, n_in: int = 99, n_out: int = 100, **kw) -> 
 
 
 def _with_weights(d: devices.Device, w: jax.Array) -> devices.Device:
-    return dataclasses.replace(d, state=dataclasses.replace(d.state, weights=(w,)))
+    return dataclasses.replace(d, state=d.state.with_weights((w,)))
 
 
 def test_ideal_update_applies_the_float_request_exactly(key: jax.Array) -> None:

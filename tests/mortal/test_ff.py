@@ -265,6 +265,8 @@ def _poison(d: devices.Device) -> devices.Device:
     """Invert every bit the device holds (an exact involution): reading it directly is garbage
     (0 becomes NaN, 1.0 becomes -3.99..., True becomes False)."""
     def flip(a: jax.Array) -> jax.Array:
+        if jnp.iscomplexobj(a):  # conductance + i·read offset: flip both parts
+            return jax.lax.complex(flip(jnp.real(a)), flip(jnp.imag(a)))
         if jnp.issubdtype(a.dtype, jnp.floating):
             bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
             return jax.lax.bitcast_convert_type(~bits, a.dtype)
