@@ -20,6 +20,10 @@ Sections (each row says what was timed and how many matrix FLOPs it contains):
   the readout (forward and delta rule, ``2 · 2·B·(F+1)·C``).
   With ``--cells N``, the ``rram`` rows are repeated with N conductance cells per synapse
   (``SynapseSpec.cells``; preset shown as ``rramxN``) at the same populations.
+* ``paired`` (with the ``rram`` section): the ``rram`` / ``ideal`` time ratio at P = 1 from
+  ``--pairs`` rounds of neighbouring calls, one of each in alternating order (median and
+  quartiles of the per-round ratios): steadier on a shared machine than the ratio of the two
+  ``ff`` rows, whose medians are timed minutes apart.
 * ``distill``: one distillation epoch slice (one teacher → P students, same steps): the teacher
   scores every minibatch over all C labels (C passes) before the students learn.
 * ``eval``: evaluation (goodness over all C labels + the softmax readout) of N images, per
@@ -126,9 +130,10 @@ def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, 
     return ff.init_population(pop, cfg, steps)
 
 
-def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str,
-             cells: int = 1) -> dict[str, Any]:
-    widths = (784, width, width, width)
+def _ff_slice(preset: str, widths: tuple[int, ...], p: int, steps: int, program: str,
+              cells: int = 1) -> tuple[Any, list[Any], float]:
+    """A timed FF slice: ``(fn, held, MB per device)``; each ``fn()`` call trains the population
+    in ``held[0]`` for ``steps`` minibatches and continues from the last call's states."""
     cfg = ff.FFConfig(epochs=10)
     state = _population(preset, widths, p, cfg, steps, cells)
     x, y = _data(steps, 784)
@@ -145,7 +150,13 @@ def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program:
         return held[0], m
 
     mb = tree_nbytes(state) / p / 2**20
-    del state
+    return fn, held, mb
+
+
+def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str,
+             cells: int = 1) -> dict[str, Any]:
+    widths = (784, width, width, width)
+    fn, held, mb = _ff_slice(preset, widths, p, steps, program, cells)
     t, times = timed(fn, repeats=repeats)
     flops = p * steps * step_flops(widths)
     row = {"section": "ff", "preset": preset, "widths": "-".join(map(str, widths)), "P": p,
@@ -156,6 +167,33 @@ def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program:
     held.clear()
     gc.collect()
     return row
+
+
+def bench_paired(width: int, steps: int, pairs: int) -> dict[str, Any]:
+    """``rram`` / ``ideal`` time of one device's FF slice (P = 1, ``map``) from paired calls:
+    both programs compiled, then ``pairs`` rounds that each time one call of each, in
+    alternating order, and the ratio of the two. On a shared machine whose speed drifts by
+    ±25 % between minutes, a ratio of neighbouring calls is steadier than a ratio of medians
+    taken minutes apart. Reports the median ratio and its quartiles."""
+    widths = (784, width, width, width)
+    slices = {name: _ff_slice(name, widths, 1, steps, "map") for name in ("ideal", "rram")}
+    for fn, _, _ in slices.values():  # compile and warm up
+        jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {"ideal": [], "rram": []}
+    for i in range(pairs):
+        for name in ("ideal", "rram") if i % 2 == 0 else ("rram", "ideal"):
+            t = time.perf_counter()
+            jax.block_until_ready(slices[name][0]())
+            times[name].append(time.perf_counter() - t)
+    ratios = sorted(r / i for r, i in zip(times["rram"], times["ideal"], strict=True))
+    q1, med, q3 = (float(np.percentile(ratios, q)) for q in (25, 50, 75))
+    for _, held, _ in slices.values():
+        held.clear()
+    gc.collect()
+    return {"section": "paired", "widths": "-".join(map(str, widths)), "P": 1, "steps": steps,
+            "pairs": pairs, "ideal_ms_per_step": 1000 * statistics.median(times["ideal"]) / steps,
+            "rram_ms_per_step": 1000 * statistics.median(times["rram"]) / steps,
+            "ratio_median": med, "ratio_q1": q1, "ratio_q3": q3, "times": times}
 
 
 def bench_distill(preset: str, width: int, p: int, steps: int, repeats: int) -> dict[str, Any]:
@@ -223,6 +261,12 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
             lines.append(f"{'matmul':<8} {'':<6} {r['shape']:<16} {'':>3} {'':<5} "
                          f"{r['seconds']:>8.4f} {'':>13} {r['gflops']:>8.1f} {'':>8} {'':>7}")
             continue
+        if r["section"] == "paired":
+            lines.append(f"{'paired':<8} {'rram/':<6} {r['widths']:<16} {r['P']:>3} "
+                         f"{'ideal':<5} ratio {r['ratio_median']:.3f} (quartiles "
+                         f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}) of {r['pairs']} pairs: "
+                         f"{r['rram_ms_per_step']:.1f} / {r['ideal_ms_per_step']:.1f} ms/step")
+            continue
         preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "")
         if r.get("skipped"):
             lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
@@ -242,6 +286,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="minibatches per timed call")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-gb", type=float, default=12.0)
+    ap.add_argument("--pairs", type=int, default=15,
+                    help="the rram section's paired ideal/rram calls (0: none)")
     ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench.json"))
     ap.add_argument("--only", choices=("ff", "rram", "distill", "eval"), action="append",
                     help="run only these sections (repeatable; 'rram' also times the ideal P = 1 "
@@ -289,6 +335,8 @@ def main() -> int:
                     break
                 add(bench_ff("ideal", w, p, steps, args.repeats, program))
     cost_pops = (1, 4) if args.quick else (1, 16)  # populations of the cost comparisons
+    if "rram" in only and args.pairs > 0:
+        add(bench_paired(ref_w, steps, args.pairs))
     for p in cost_pops if "rram" in only else ():
         add(bench_ff("rram", ref_w, p, steps, args.repeats, "map"))
         for n in args.cells:
@@ -339,6 +387,10 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
     rram, ideal = find("ff", "rram", 1), find("ff", "ideal", 1)
     if rram and ideal:
         out["rram_over_ideal_time"] = rram["seconds"] / ideal["seconds"]
+    paired = next((r for r in rows if r["section"] == "paired"), None)
+    if paired:
+        out["rram_over_ideal_paired"] = paired["ratio_median"]
+        out["rram_over_ideal_paired_quartiles"] = [paired["ratio_q1"], paired["ratio_q3"]]
     for r in rows:  # several cells per synapse against one, at the same population
         one_cell = find("ff", "rram", r.get("P", 0))
         if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell and not r.get("skipped"):

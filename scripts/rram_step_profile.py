@@ -144,16 +144,16 @@ def traffic_floor_ms(steps: int, repeats: int) -> dict[str, dict[str, float]]:
     ``rram``): a ``lax.scan`` over ``steps`` steps whose body, for each layer of one
     784-1000-1000-1000 device, forms what the crossbar products see (the stored weights, plus
     the write offsets and read gains where the device has them) and feeds it to an 8-row product
-    (XLA fuses the sum into the product, as in the step), then writes new weights (and
-    offsets, in the one complex64 array the device keeps them in) from a chain of additions over the request, the stored state and the per-synapse
-    d2d arrays that ``program`` reads (``WRITE_READS``, where the device has them). No hashes,
-    noise or pulse physics: the least time that reading and writing those arrays takes on this
-    machine, whatever the arithmetic costs. The difference between the presets bounds from below
-    what the `rram` physics can add to a training step. As here, the real step forms the
-    products' weights once for both of its measurements (XLA shares them). Returns ``{"ms":
-    {preset: ms per step}, "mb": {preset: MB per step}}``, MB counting each array once per read
-    and write (the least traffic: reads of the products' weights, of the request, state and d2d
-    arrays, writes of the new state)."""
+    (XLA fuses the sum into the product, as in the step), then writes new weights (and offsets,
+    in the one complex64 array the device keeps them in) from a chain of additions over the
+    request, the stored state and the per-synapse d2d arrays that ``program`` reads
+    (``WRITE_READS``, where the device has them). No hashes, noise or pulse physics: the least
+    time that reading and writing those arrays takes on this machine, whatever the arithmetic
+    costs. The difference between the presets bounds from below what the `rram` physics can add
+    to a training step. As here, the real step forms the products' weights once for both of its
+    measurements (XLA shares them). Returns ``{"ms": {preset: ms per step}, "mb": {preset: MB
+    per step}}``, MB counting each array once per read and write (the least traffic: reads of
+    the products' weights, of the request, state and d2d arrays, writes of the new state)."""
     out: dict[str, dict[str, float]] = {"ms": {}, "mb": {}}
     for name in ("ideal", "rram"):
         device = devices.spawn(variants()[name], 1, jax.random.key(0))[0]
