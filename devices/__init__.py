@@ -10,10 +10,13 @@ The bench interface (all a learner may use):
 Fabrication: ``fabricate(spec, key)``, ``spawn(spec, n, key)``, ``stack``, ``device_keys``.
 Recipes: ``DeviceSpec`` and its parts, ``preset(name, widths)``, ``PRESETS``.
 Analysis only (never in learning code): ``inspect``, ``transfer_curves``, ``nominal_curve``.
+State layout: ``DeviceState`` (what ``Device.state`` holds: one array per layer, complex64
+conductance + i·read offset where the recipe has write noise) and ``StoredState`` (the same as
+separate float32 arrays: what checkpoints store).
 """
 
 from ._aging import age
-from ._device import Device, Measurement
+from ._device import Device, DeviceState, Measurement, StoredState
 from ._fab import device_keys, fabricate, spawn, stack
 from ._inspect import inspect, nominal_curve, transfer_curves
 from ._matmul import matmul
@@ -44,11 +47,13 @@ __all__ = [
     "ConnectivitySpec",
     "Device",
     "DeviceSpec",
+    "DeviceState",
     "LayerSpec",
     "Measurement",
     "NeuronSpec",
     "ReadSpec",
     "SpecError",
+    "StoredState",
     "SynapseSpec",
     "age",
     "device_keys",
