@@ -59,9 +59,8 @@ class DeviceState:
     * float32 conductances (normalised units) when the recipe has no write noise;
     * complex64 ``w + i·offset`` when it has: the real part is the stored conductance, the
       imaginary part the read offset left by the last write of that cell (c2c). Both change in
-      the same write, and one array lets the compiled write path produce them in one pass over
-      the synapses instead of two (a third less memory traffic in an ``rram`` step; see
-      BENCHMARKS.md, *One array for conductance and offset*).
+      the same write, and one array lets the compiled write path produce them in one loop over
+      the synapses instead of two (see BENCHMARKS.md, *One array for conductance and offset*).
 
     ``weights`` and ``offsets`` give the two parts as float32 arrays. ``age``: device time in
     seconds (scalar).
