@@ -4,8 +4,10 @@ A distilled student's agreement with its teacher (issue: distillation) means lit
 baseline: devices trained on the labels alone, never shown the teacher, also agree with it
 wherever both are right. This script reads every device of one or more populations saved by
 ``scripts/ff_benchmarks.py --save-state`` (goodness readout, ``measure`` only, ``--reads``
-independent reads each) and reports per device its test error and its agreement with itself
-between reads (the read-noise ceiling of any agreement with one read), and for every pair of
+independent reads each) and reports per device its test error, the error of the goodness
+scores averaged over its reads (what a periphery that reads every image several times would
+get), and its agreement with itself between reads (the read-noise ceiling of any agreement with
+one read), and for every pair of
 devices their agreement (first reads) and the share of their disagreements where one of the two
 is right.
 
@@ -60,29 +62,34 @@ def main() -> None:
     ds = data.load("mnist" if next(iter(widths))[0] == 784 else "digits", args.data_dir)
     xt, yt = jnp.asarray(ds.x_test), np.asarray(ds.y_test)
     started = time.perf_counter()
-    names, first, errors, self_agree = [], [], [], []
+    names, first, errors, self_agree, mean_read_errors = [], [], [], [], []
     for path, state, _, cfg in loaded:
-        reads = np.stack([_scores(state, xt, cfg, args.seed + 1000 * r).argmax(-1)
-                          for r in range(args.reads)])  # (R, P, N)
+        scores = np.stack([_scores(state, xt, cfg, args.seed + 1000 * r)
+                           for r in range(args.reads)])  # (R, P, N, C)
+        reads = scores.argmax(-1)  # (R, P, N)
+        averaged = scores.mean(axis=0).argmax(-1)  # (P, N): the scores of all reads averaged
         for i in range(reads.shape[1]):
             names.append(f"{Path(path).stem}[{i}]")
             first.append(reads[0, i])
             errors.append([float(np.mean(reads[r, i] != yt)) for r in range(args.reads)])
+            mean_read_errors.append(float(np.mean(averaged[i] != yt)))
             self_agree.append(float(np.mean([np.mean(reads[0, i] == reads[r, i])
                                              for r in range(1, args.reads)])))
         print(f"{path}: {reads.shape[1]} device(s) read {args.reads} times "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     table = agreement_table(np.stack(first), yt)
-    result = {"devices": names, "test_error": errors, "self_agreement": self_agree, **table,
+    result = {"devices": names, "test_error": errors, "self_agreement": self_agree,
+              "mean_of_reads_test_error": mean_read_errors, **table,
               "reads": args.reads, "seed": args.seed, "states": args.states,
               **provenance(ROOT, started)}
     out = Path(args.out)
     write_json(out, result, indent=1)
     width = max(len(n) for n in names)
-    print(f"{'device':>{width}}  err% (read 1)  self-agree%  " + "  ".join(
+    print(f"{'device':>{width}}  err% (read 1)  err% (mean of reads)  self-agree%  " + "  ".join(
         f"{k:>6}" for k in range(len(names))))
     for i, name in enumerate(names):
-        print(f"{name:>{width}}  {100 * errors[i][0]:13.2f}  {100 * self_agree[i]:11.2f}  "
+        print(f"{name:>{width}}  {100 * errors[i][0]:13.2f}  {100 * mean_read_errors[i]:20.2f}  "
+              f"{100 * self_agree[i]:11.2f}  "
               + "  ".join(f"{100 * a:6.2f}" for a in table["agreement"][i]))
     if table["pair_agreement_median"] is not None:
         print(f"pairs: agreement median {100 * table['pair_agreement_median']:.2f}%, min "

@@ -435,3 +435,26 @@ def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> Non
                        ([_slice_row(0, 4, student_slice=None)], "not a --student-slice run")):
         with pytest.raises(m.SliceError, match=says):
             m.merge_rows(rows)
+
+
+def test_saved_devices_read_back_as_they_were_evaluated(tmp_path: Path) -> None:
+    """A population saved by ``ff_benchmarks.py --save-state`` and read by
+    ``device_agreement.py`` errs on the same test images: noiseless ``ideal`` reads give every
+    read, and the scores averaged over the reads, the error that training reported."""
+    import json
+
+    p = _script("ff_benchmarks.py", "digits-ideal", "--epochs", "2", "--devices", "2",
+                "--save-state", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    trained = json.loads((tmp_path / "ff_digits-ideal.json").read_text())
+    reported = trained["history"][-1]["test_goodness_error"]
+    out = tmp_path / "agreement.json"
+    p = _script("device_agreement.py", str(tmp_path / "ff_digits-ideal.npz"), "--reads", "2",
+                "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    got = json.loads(out.read_text())
+    assert len(got["devices"]) == 2  # training reports errors to 5 decimals
+    for i in range(2):
+        assert got["test_error"][i] == pytest.approx([reported[i]] * 2, abs=1e-5)
+        assert got["mean_of_reads_test_error"][i] == pytest.approx(reported[i], abs=1e-5)
+        assert got["self_agreement"][i] == 1.0
