@@ -458,3 +458,25 @@ def test_saved_devices_read_back_as_they_were_evaluated(tmp_path: Path) -> None:
         assert got["test_error"][i] == pytest.approx([reported[i]] * 2, abs=1e-5)
         assert got["mean_of_reads_test_error"][i] == pytest.approx(reported[i], abs=1e-5)
         assert got["self_agreement"][i] == 1.0
+
+
+def test_the_committed_run_configs_are_the_scripts_experiments() -> None:
+    """``scripts/configs/mnist-rram-pop8-cells8-dac8.toml`` (a ``mortal train`` run, which can
+    resume) trains the devices and learner that ``ff_benchmarks.py mnist-rram-pop8 --cells 8
+    --input-bound 8`` with the issue-3 learner settings would."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import ff_benchmarks as fb
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from mortal import cli_jobs
+    from mortal.config import load_config
+
+    cfg = load_config(SCRIPTS / "configs" / "mnist-rram-pop8-cells8-dac8.toml")
+    exp = fb.EXPERIMENTS["mnist-rram-pop8"]
+    spec, learner = fb.build(exp, 10, {"label_strength": 2.0, "momentum": 0.98,
+                                       "negative_belief": "goodness", "lr_decay_start": 0.9},
+                             cells=8, input_bound=8.0)
+    assert cli_jobs.device_spec(cfg, "train") == spec
+    assert cfg.train == learner
+    assert cfg.device.population == exp.n_devices and cfg.data.dataset == exp.dataset
