@@ -7,9 +7,8 @@ wherever both are right. This script reads every device of one or more populatio
 independent reads each) and reports per device its test error, the error of the goodness
 scores averaged over its reads (what a periphery that reads every image several times would
 get), and its agreement with itself between reads (the read-noise ceiling of any agreement with
-one read), and for every pair of
-devices their agreement (first reads) and the share of their disagreements where one of the two
-is right.
+one read), and for every pair of devices their agreement (first reads) and the share of their
+disagreements where one of the two is right.
 
 Reproduce, for example::
 
