@@ -251,6 +251,14 @@ class SynapseSpec:
         cell has its own d2d physics (bounds, steps, faults, drift) and offset; the connectivity
         is per synapse. With ``cells > 1`` the per-synapse arrays of physics and state carry a
         leading cell axis: ``(cells, n_in + 1, n_out)``. 1 (the default): one cell, no axis.
+      * ``overflow_cells`` (pulsed update models, ``cells > 1``): further cells that take, in the
+        same write, the pulses that the ``±max_pulses`` clip cut from the written cell's pulse
+        train: the periphery counts ``n = stochastic_round(cells · request / dw_min)`` pulses,
+        sends at most ``max_pulses`` to the first cell, the rest (again at most ``max_pulses``)
+        to the next, and so on over ``1 + overflow_cells`` distinct cells drawn at random for
+        the whole layer (c2c). A synapse that needs no more pulses leaves the further cells
+        untouched. 0 (the default): what the clip cuts is lost, Boybat et al.'s one write per
+        update. Only the pulses beyond the clip travel; nothing is kept for a later write.
     """
 
     w_min: float = -1.0
@@ -269,6 +277,7 @@ class SynapseSpec:
     stuck_bound_rate: float = 0.0
     init_scale: float = 1.0
     cells: int = 1
+    overflow_cells: int = 0
 
     def validate(self, path: str = "synapse") -> None:
         if self.update_model not in UPDATE_MODELS:
@@ -304,6 +313,16 @@ class SynapseSpec:
         if not isinstance(self.cells, int) or isinstance(self.cells, bool) or self.cells < 1:
             _fail(f"{path}.cells", f"must be an integer >= 1 (cells per synapse), got "
                                    f"{self.cells!r}")
+        extra = self.overflow_cells
+        if not isinstance(extra, int) or isinstance(extra, bool) or extra < 0:
+            _fail(f"{path}.overflow_cells", f"must be an integer >= 0, got {extra!r}")
+        if extra > 0 and self.update_model == "ideal":
+            _fail(f"{path}.overflow_cells", "needs a pulsed update_model (constant_step or "
+                                            "soft_bounds); 'ideal' has no pulse clip")
+        if extra > 0 and extra >= self.cells:
+            _fail(f"{path}.overflow_cells", f"must be below cells ({self.cells}): the overflow "
+                                            f"goes to other cells of the same synapse, got "
+                                            f"{extra}")
         if self.update_model == "soft_bounds":
             lo, hi = self.w_min, self.w_max
             dw = self.dw_min * math.exp(3 * self.dw_min_sigma) * (1 + abs(self.up_down) + 3 *

@@ -33,10 +33,14 @@ def pulse_counts(request: Array, layer: LayerSpec, u: Array) -> Array:
     [0, 1) of the request's shape (c2c). ``E[n] = request/dw_min`` inside the clip range.
     """
     syn = layer.synapse
-    r = request * (1.0 / syn.dw_min)
+    return jnp.clip(_rounded_pulses(request, layer, u), -syn.max_pulses, syn.max_pulses)
+
+
+def _rounded_pulses(request: Array, layer: LayerSpec, u: Array) -> Array:
+    """``stochastic_round(request / dw_min)`` before the clip (float32, integer-valued)."""
+    r = request * (1.0 / layer.synapse.dw_min)
     floor = jnp.floor(r)
-    n = floor + (u < (r - floor))
-    return jnp.clip(n, -syn.max_pulses, syn.max_pulses)
+    return floor + (u < (r - floor))
 
 
 def _integer_power(base: Array, exponent: Array, max_exponent: int) -> Array:
@@ -86,6 +90,8 @@ def apply_pulses(w: Array, n: Array, layer: LayerSpec, phys: LayerPhysics, xi: A
 
 
 _CELL_STREAM = 1  # fold_in(key, ·) that chooses the written cell (the noise uses key itself)
+_OVERFLOW_ROUND_STREAM = 2  # with overflow cells: the rounding uniforms of the whole pulse count
+_OVERFLOW_CELL_STREAM = 16  # with overflow cells: + j, the noise of the j-th written cell
 _PER_SYNAPSE = ("read_gain", "w_min", "w_max", "dw_up", "dw_down", "stuck", "drift_nu")
 
 
@@ -95,6 +101,8 @@ def _program_layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, request:
     cells = layer.synapse.cells
     if cells == 1:
         return _program_cell(layer, phys, stored, request, key)
+    if layer.synapse.overflow_cells > 0:
+        return _program_with_overflow(layer, phys, stored, request, key)
     # several cells per synapse: one cell of the layer, drawn at random, takes the whole change,
     # scaled so that the synapse's mean moves by the request
     k = jax.random.randint(jax.random.fold_in(key, _CELL_STREAM), (), 0, cells)
@@ -107,11 +115,35 @@ def _program_layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, request:
     return jax.lax.dynamic_update_index_in_dim(stored, new_k, k, 0)
 
 
+def _program_with_overflow(layer: LayerSpec, phys: LayerPhysics, stored: Array,
+                           request: Array, key: Array) -> Array:
+    """Several cells, ``overflow_cells > 0``: the whole pulse count of ``cells · request``,
+    ``±max_pulses`` at a time, over ``1 + overflow_cells`` distinct cells drawn for the layer."""
+    syn = layer.synapse
+    order = jax.random.permutation(jax.random.fold_in(key, _CELL_STREAM), syn.cells)
+    u = _noise.uniform(jax.random.fold_in(key, _OVERFLOW_ROUND_STREAM), request.shape)
+    left = _rounded_pulses(syn.cells * request, layer, u)
+    for j in range(1 + syn.overflow_cells):
+        k = order[j]
+
+        def cell(a: Array | None, k: Array = k) -> Array | None:
+            return None if a is None else jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
+
+        n = jnp.clip(left, -syn.max_pulses, syn.max_pulses)
+        left = left - n
+        phys_k = dataclasses.replace(phys, **{f: cell(getattr(phys, f)) for f in _PER_SYNAPSE})
+        new_k = _program_cell(layer, phys_k, cell(stored), request, jax.random.fold_in(
+            key, _OVERFLOW_CELL_STREAM + j), pulses=n)
+        stored = jax.lax.dynamic_update_index_in_dim(stored, new_k, k, 0)
+    return stored
+
+
 def _program_cell(layer: LayerSpec, phys: LayerPhysics, stored: Array, request: Array,
-                  key: Array) -> Array:
+                  key: Array, pulses: Array | None = None) -> Array:
     """Write one cell per synapse: arrays ``(n_in + 1, n_out)``. Conductance and read offset
     (``stored``: float32, or complex64 ``w + i·offset``) come out of one expression, so that
-    XLA computes both in one loop over the synapses."""
+    XLA computes both in one loop over the synapses. ``pulses``: signed pulse counts already
+    chosen by the periphery (pulsed update models only); ``None``: rounded from ``request``."""
     syn = layer.synapse
     w, offset = split_synapses(stored)
     if syn.update_model == "ideal":
@@ -125,7 +157,8 @@ def _program_cell(layer: LayerSpec, phys: LayerPhysics, stored: Array, request: 
         # three words per synapse from one key: the rounding uniform, and one Box–Muller pair
         # whose two normals are the step noise and the new write offset (one logarithm for both)
         b_round, b_radius, b_angle = _noise.words(key, w.shape, 3)
-        n = pulse_counts(request, layer, _noise.uniform_from_bits(b_round))
+        n = pulse_counts(request, layer, _noise.uniform_from_bits(b_round)) if pulses is None \
+            else pulses
         xi_step, xi_offset = _noise.normal_pair_from_bits(b_radius, b_angle)
         new = apply_pulses(w, n, layer, phys, xi_step)
         written = n != 0
@@ -158,7 +191,8 @@ def program(device: Device, requests: tuple[Array, ...] | list[Array], *, key: A
     Returns:
         The device with new state. What was actually written is not reported: stuck and absent
         synapses do not move, pulses are finite and noisy, bounds saturate. With several cells
-        per synapse, one cell per layer (drawn from ``key``) takes ``cells`` times the request.
+        per synapse, one cell per layer (drawn from ``key``) takes ``cells`` times the request
+        (and with ``overflow_cells``, further cells what the pulse clip cut from it).
     """
     spec = device.spec
     if device.population_size is not None:

@@ -107,13 +107,15 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def build(exp: Experiment, epochs: int, overrides: dict[str, Any] | None = None,
-          matmul_dtype: str = "float32", cells: int = 1, input_bound: float | None = None
-          ) -> tuple[devices.DeviceSpec, ff.FFConfig]:
+          matmul_dtype: str = "float32", cells: int = 1, input_bound: float | None = None,
+          overflow_cells: int = 0) -> tuple[devices.DeviceSpec, ff.FFConfig]:
     spec = devices.preset(exp.preset, exp.widths).replace(matmul_dtype=matmul_dtype)
     for part, changes in exp.spec_changes.items():
         spec = spec.replace_in_layers(part, **changes)
     if cells != 1:
         spec = spec.replace_in_layers("synapse", cells=cells)
+    if overflow_cells:
+        spec = spec.replace_in_layers("synapse", overflow_cells=overflow_cells)
     if input_bound is not None:
         spec = spec.replace_in_layers("read", input_bound=input_bound)
     cfg = ff.FFConfig(epochs=epochs, **{**exp.cfg, **(overrides or {})})
@@ -125,7 +127,7 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
         args: argparse.Namespace) -> dict[str, Any]:
     epochs = args.epochs or exp.epochs
     spec, cfg = build(exp, epochs, args.overrides, args.matmul_dtype, args.cells,
-                      args.input_bound)
+                      args.input_bound, args.overflow_cells)
     n = args.devices or exp.n_devices
     pop = devices.spawn(spec, n, jax.random.key(args.seed))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -233,6 +235,10 @@ def main() -> None:
                         help="the DAC's full scale in digital units (ReadSpec.input_bound, every "
                         "layer; rram: 4), a periphery setting: inputs beyond ±X are clipped, "
                         "and read noise and current bound scale with it, e.g. --input-bound 8")
+    parser.add_argument("--overflow-cells", type=int, default=0, metavar="N",
+                        help="with --cells: up to N further cells take, in the same write, "
+                        "the pulses that the max_pulses clip cut (SynapseSpec.overflow_cells), "
+                        "e.g. --cells 8 --overflow-cells 1")
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
@@ -240,9 +246,11 @@ def main() -> None:
     for name in args.experiments:  # every combination is checked before hours of training
         try:
             build(EXPERIMENTS[name], args.epochs or EXPERIMENTS[name].epochs, args.overrides,
-                  cells=args.cells, input_bound=args.input_bound)
+                  cells=args.cells, input_bound=args.input_bound,
+                  overflow_cells=args.overflow_cells)
         except (TypeError, ValueError) as exc:
-            parser.error(f"--set, --cells or --input-bound with {name}: {exc}")
+            parser.error(f"--set, --cells, --input-bound or --overflow-cells with {name}: "
+                         f"{exc}")
     # every dataset is read (and MD5-checked) before the first experiment trains
     datasets = {d: data.load(d, args.data_dir)
                 for d in dict.fromkeys(EXPERIMENTS[n].dataset for n in args.experiments)}

@@ -113,3 +113,65 @@ def test_the_mean_over_cells_equals_jnp_mean_to_the_bit(cells: int) -> None:
     got = jax.jit(lambda a: mean_over_cells(a, layer))(w)
     assert got.shape == (7, 4)
     assert np.array_equal(np.asarray(got), np.asarray(jax.jit(lambda a: jnp.mean(a, 0))(w)))
+
+
+def _overflow_device(key: jax.Array, overflow: int) -> devices.Device:
+    # constant steps of 1/8, at most 5 pulses a write, 4 cells
+    syn = SynapseSpec(w_min=-8.0, w_max=8.0, dw_min=0.125, update_model="constant_step",
+                      max_pulses=5, cells=4, overflow_cells=overflow)
+    return devices.fabricate(DeviceSpec((6, 5, 3), synapse=syn), key)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_overflow_cells_take_what_the_pulse_clip_cut(key: jax.Array, sign: float) -> None:
+    # a request of 3/8 asks 4 x 3 = 12 pulses of one cell: the clip lets 5 through; with
+    # overflow the next cells take 5 and then 2, so the synapse's mean moves as asked
+    for overflow, pulses in [(0, [5]), (1, [5, 5]), (2, [5, 5, 2]), (3, [5, 5, 2])]:
+        d = _overflow_device(key, overflow)
+        cells_seen = set()
+        for i in range(6):
+            new = devices.program(d, _requests(d, sign * 3 / 8), key=jax.random.key(i))
+            for w0, w1 in zip(d.state.weights, new.state.weights, strict=True):
+                moves = np.asarray(w1 - w0) / (sign * 0.125)  # pulses per cell and synapse
+                per_cell = [c for c in range(4) if np.any(moves[c] != 0)]
+                got = sorted((round(float(moves[c].max())) for c in per_cell), reverse=True)
+                assert got == pulses, (overflow, got)
+                for c in per_cell:  # every synapse of a written cell took the same count
+                    np.testing.assert_allclose(moves[c], moves[c].max(), atol=1e-4)
+                cells_seen.update(per_cell)
+        assert cells_seen == {0, 1, 2, 3}  # the cells are drawn anew at each call
+
+
+def test_overflow_cells_leave_a_request_within_the_clip_to_one_cell(key: jax.Array) -> None:
+    d2 = _overflow_device(key, 2)
+    new = devices.program(d2, _requests(d2, 3 / 32), key=jax.random.key(3))  # 3 pulses
+    for w0, w1 in zip(d2.state.weights, new.state.weights, strict=True):
+        moved = [c for c in range(4) if not np.array_equal(w0[c], w1[c])]
+        assert len(moved) == 1
+        np.testing.assert_allclose(np.asarray(w1.mean(0) - w0.mean(0)), 3 / 32, atol=1e-6)
+
+
+def test_overflow_cells_add_no_write_noise_to_untouched_cells(key: jax.Array) -> None:
+    # rram with write noise: a small request to 8 cells with 7 overflow cells rewrites (and so
+    # redraws the read offset of) only the synapses whose pulses reached a cell
+    spec = devices.preset("rram", (20, 10)).replace_in_layers("synapse", cells=8,
+                                                              overflow_cells=7)
+    d = devices.fabricate(spec, key)
+    req = (jnp.full((21, 10), 0.0).at[:3].set(0.05),)  # 0.05 x 8 / 0.002 = 200 pulses
+    new = devices.program(d, req, key=jax.random.key(1))
+    s0, s1 = np.asarray(d.state.synapses[0]), np.asarray(new.state.synapses[0])
+    changed = np.any(s0 != s1, axis=0)  # per synapse: any cell rewritten
+    assert changed[:3].all() and not changed[3:].any()
+    per_synapse_cells = np.sum(s0 != s1, axis=0)[:3]
+    assert per_synapse_cells.max() == 7  # ceil(200 / 31): the 7 cells took the pulses
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"overflow_cells": -1}, "integer >= 0"),
+    ({"overflow_cells": 4}, "below cells"),
+    ({"overflow_cells": 1, "update_model": "ideal"}, "pulsed update_model"),
+])
+def test_overflow_cells_are_checked(bad: dict, match: str) -> None:
+    base = {"cells": 4, "update_model": "constant_step"}
+    with pytest.raises(SpecError, match=rf"synapse\.overflow_cells.*{match}"):
+        DeviceSpec((4, 3), synapse=SynapseSpec(**{**base, **bad}))
