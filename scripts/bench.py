@@ -19,7 +19,9 @@ Sections (each row says what was timed and how many matrix FLOPs it contains):
   outer-product weight requests (positive, negative) per layer, ``5 · 2·B·Σ(n_in+1)·n_out``, plus
   the readout (forward and delta rule, ``2 · 2·B·(F+1)·C``).
   With ``--cells N``, the ``rram`` rows are repeated with N conductance cells per synapse
-  (``SynapseSpec.cells``; preset shown as ``rramxN``) at the same populations.
+  (``SynapseSpec.cells``; preset shown as ``rramxN``) at the same populations; with
+  ``--overflow-cells K`` as well, again with K overflow cells (``SynapseSpec.overflow_cells``;
+  shown as ``rramxN+K``).
 * ``paired`` (with the ``rram`` section): the ``rram`` / ``ideal`` time ratio at P = 1 from
   ``--pairs`` rounds of neighbouring calls, one of each in alternating order (median and
   quartiles of the per-round ratios): steadier on a shared machine than the ratio of the two
@@ -122,20 +124,20 @@ def _data(steps: int, n_in: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _population(preset: str, widths: tuple[int, ...], p: int, cfg: ff.FFConfig, steps: int,
-                cells: int = 1) -> ff.FFState:
+                cells: int = 1, overflow: int = 0) -> ff.FFState:
     spec = devices.preset(preset, widths).replace(matmul_dtype=MATMUL_DTYPE)
     if cells != 1:
-        spec = spec.replace_in_layers("synapse", cells=cells)
+        spec = spec.replace_in_layers("synapse", cells=cells, overflow_cells=overflow)
     pop = devices.spawn(spec, p, jax.random.key(0))
     return ff.init_population(pop, cfg, steps)
 
 
 def _ff_slice(preset: str, widths: tuple[int, ...], p: int, steps: int, program: str,
-              cells: int = 1) -> tuple[Any, list[Any], float]:
+              cells: int = 1, overflow: int = 0) -> tuple[Any, list[Any], float]:
     """A timed FF slice: ``(fn, held, MB per device)``; each ``fn()`` call trains the population
     in ``held[0]`` for ``steps`` minibatches and continues from the last call's states."""
     cfg = ff.FFConfig(epochs=10)
-    state = _population(preset, widths, p, cfg, steps, cells)
+    state = _population(preset, widths, p, cfg, steps, cells, overflow)
     x, y = _data(steps, 784)
     keys, order = ff.epoch_keys(jax.random.key(1), 0, p, cfg)
     held = [state]  # each call continues from the last one's states, as in training
@@ -154,9 +156,9 @@ def _ff_slice(preset: str, widths: tuple[int, ...], p: int, steps: int, program:
 
 
 def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program: str,
-             cells: int = 1) -> dict[str, Any]:
+             cells: int = 1, overflow: int = 0) -> dict[str, Any]:
     widths = (784, width, width, width)
-    fn, held, mb = _ff_slice(preset, widths, p, steps, program, cells)
+    fn, held, mb = _ff_slice(preset, widths, p, steps, program, cells, overflow)
     t, times = timed(fn, repeats=repeats)
     flops = p * steps * step_flops(widths)
     row = {"section": "ff", "preset": preset, "widths": "-".join(map(str, widths)), "P": p,
@@ -164,6 +166,8 @@ def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program:
            "device_samples_per_s": p * steps * B / t,
            "mnist_epoch_s_per_device": 50_000 / (p * steps * B / t),
            "gflops": flops / t / 1e9, "mb_per_device": mb, "cells": cells}
+    if overflow:
+        row["overflow_cells"] = overflow
     held.clear()
     gc.collect()
     return row
@@ -267,7 +271,8 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
                          f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}) of {r['pairs']} pairs: "
                          f"{r['rram_ms_per_step']:.1f} / {r['ideal_ms_per_step']:.1f} ms/step")
             continue
-        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "")
+        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "") + (
+            f"+{r['overflow_cells']}" if r.get("overflow_cells") else "")
         if r.get("skipped"):
             lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
                          f"skipped: {r['skipped']}")
@@ -300,10 +305,17 @@ def main() -> int:
     ap.add_argument("--cells", type=int, nargs="+", default=[], metavar="N",
                     help="the rram section also times devices with N conductance cells per "
                     "synapse (SynapseSpec.cells), at the same populations, e.g. --cells 8 16")
+    ap.add_argument("--overflow-cells", type=int, default=0, metavar="K",
+                    help="with --cells: time each N-cell row again with K overflow cells "
+                    "(SynapseSpec.overflow_cells; needs K < N), e.g. --cells 8 "
+                    "--overflow-cells 1")
     ap.add_argument("--matmul-dtype", choices=devices.MATMUL_DTYPES, default="float32",
                     help="operand precision of every crossbar and request product "
                     "(DeviceSpec.matmul_dtype) and of the reference matmul rows")
     args = ap.parse_args()
+    if args.overflow_cells and not any(n > args.overflow_cells for n in args.cells):
+        ap.error(f"--overflow-cells {args.overflow_cells} needs a --cells N above it (the "
+                 f"overflow goes to other cells of the same synapse)")
     global MATMUL_DTYPE
     MATMUL_DTYPE = args.matmul_dtype
     only = set(args.only or ("ff", "rram", "distill", "eval"))
@@ -345,6 +357,9 @@ def main() -> int:
                      "P": p, "cells": n, "skipped": f"state over --max-gb {args.max_gb}"})
                 continue
             add(bench_ff("rram", ref_w, p, steps, args.repeats, "map", cells=n))
+            if 0 < args.overflow_cells < n:
+                add(bench_ff("rram", ref_w, p, steps, args.repeats, "map", cells=n,
+                             overflow=args.overflow_cells))
     for p in cost_pops:
         if "distill" in only:
             add(bench_distill("ideal", ref_w, p, steps, args.repeats))
@@ -366,7 +381,8 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
         for r in rows:
             if (r["section"] == section and r.get("preset") == preset and r.get("P") == p
                     and r.get("program") == program and r["widths"].startswith(f"784-{w}-")
-                    and r.get("cells", 1) == cells and not r.get("skipped")):
+                    and r.get("cells", 1) == cells and not r.get("overflow_cells")
+                    and not r.get("skipped")):
                 return r
         return None
 
@@ -394,7 +410,8 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
     for r in rows:  # several cells per synapse against one, at the same population
         one_cell = find("ff", "rram", r.get("P", 0))
         if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell and not r.get("skipped"):
-            out[f"rram_cells{r['cells']}_over_rram_time_P{r['P']}"] = (
+            extra = f"_overflow{r['overflow_cells']}" if r.get("overflow_cells") else ""
+            out[f"rram_cells{r['cells']}{extra}_over_rram_time_P{r['P']}"] = (
                 r["seconds"] / one_cell["seconds"])
     dist = find("distill", "ideal", 1)
     if dist and ideal:
