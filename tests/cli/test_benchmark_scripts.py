@@ -39,7 +39,10 @@ def _last_line(err: str) -> str:
     ("ff_benchmarks.py", ["digits-ideal", "--epochs", "4", "--set", "readout_refit_epochs=4"],
      "readout_refit_epochs must lie in [0, epochs)"),
     ("ff_benchmarks.py", ["digits-rram", "--cells", "0"],
-     "--cells or --input-bound with digits-rram: invalid device recipe: layer 0 synapse.cells"),
+     "--input-bound or --overflow-cells with digits-rram: invalid device recipe: layer 0 "
+     "synapse.cells"),
+    ("ff_benchmarks.py", ["digits-rram", "--cells", "2", "--overflow-cells", "2"],
+     "layer 0 synapse.overflow_cells must be below cells (2)"),
     ("ff_benchmarks.py", ["digits-rram", "--input-bound", "-1"],
      "layer 0 read.input_bound must be a finite positive number, got -1.0"),
     ("distill_benchmarks.py", ["--dataset", "digits", "--set", "n_classes=3"], "use --dataset"),
