@@ -106,12 +106,19 @@ def _program_layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, request:
     # several cells per synapse: one cell of the layer, drawn at random, takes the whole change,
     # scaled so that the synapse's mean moves by the request
     k = jax.random.randint(jax.random.fold_in(key, _CELL_STREAM), (), 0, cells)
+    return _program_one_of_cells(layer, phys, stored, k, cells * request, key)
+
+
+def _program_one_of_cells(layer: LayerSpec, phys: LayerPhysics, stored: Array, k: Array,
+                          request: Array, key: Array, pulses: Array | None = None) -> Array:
+    """Write cell ``k`` (a traced index) of ``stored`` ``(cells, n_in + 1, n_out)`` with
+    ``_program_cell``; the other cells are returned as they were."""
 
     def cell(a: Array | None) -> Array | None:
         return None if a is None else jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
 
     phys_k = dataclasses.replace(phys, **{f: cell(getattr(phys, f)) for f in _PER_SYNAPSE})
-    new_k = _program_cell(layer, phys_k, cell(stored), cells * request, key)
+    new_k = _program_cell(layer, phys_k, cell(stored), request, key, pulses)
     return jax.lax.dynamic_update_index_in_dim(stored, new_k, k, 0)
 
 
@@ -123,18 +130,11 @@ def _program_with_overflow(layer: LayerSpec, phys: LayerPhysics, stored: Array,
     order = jax.random.permutation(jax.random.fold_in(key, _CELL_STREAM), syn.cells)
     u = _noise.uniform(jax.random.fold_in(key, _OVERFLOW_ROUND_STREAM), request.shape)
     left = _rounded_pulses(syn.cells * request, layer, u)
-    for j in range(1 + syn.overflow_cells):
-        k = order[j]
-
-        def cell(a: Array | None, k: Array = k) -> Array | None:
-            return None if a is None else jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
-
+    for j in range(1 + syn.overflow_cells):  # a few cells, unrolled at trace time
         n = jnp.clip(left, -syn.max_pulses, syn.max_pulses)
         left = left - n
-        phys_k = dataclasses.replace(phys, **{f: cell(getattr(phys, f)) for f in _PER_SYNAPSE})
-        new_k = _program_cell(layer, phys_k, cell(stored), request, jax.random.fold_in(
-            key, _OVERFLOW_CELL_STREAM + j), pulses=n)
-        stored = jax.lax.dynamic_update_index_in_dim(stored, new_k, k, 0)
+        stored = _program_one_of_cells(layer, phys, stored, order[j], request,
+                                       jax.random.fold_in(key, _OVERFLOW_CELL_STREAM + j), n)
     return stored
 
 

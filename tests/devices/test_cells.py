@@ -162,8 +162,8 @@ def test_overflow_cells_add_no_write_noise_to_untouched_cells(key: jax.Array) ->
     s0, s1 = np.asarray(d.state.synapses[0]), np.asarray(new.state.synapses[0])
     changed = np.any(s0 != s1, axis=0)  # per synapse: any cell rewritten
     assert changed[:3].all() and not changed[3:].any()
-    per_synapse_cells = np.sum(s0 != s1, axis=0)[:3]
-    assert per_synapse_cells.max() == 7  # ceil(200 / 31): the 7 cells took the pulses
+    cells_written = np.sum(s0 != s1, axis=0)[:3]  # per synapse: cells rewritten
+    assert (cells_written == 7).all()  # ceil(200 / 31): 7 cells took the pulses, 1 was left
 
 
 @pytest.mark.parametrize("bad, match", [
