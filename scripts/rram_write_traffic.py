@@ -109,23 +109,27 @@ def _clip_recording_program(device: devices.Device, requests: Any, *, key: jax.A
 
     Analysis only: it reads the recipe (public) and the request (the learner's own), not the
     device. A cell of a synapse with ``cells`` cells is asked for ``cells × request / dw_min``
-    pulses (``devices._write``), clipped to ``±max_pulses``. Per layer: the fraction of synapses
+    pulses (``devices._write``), clipped to ``±max_pulses``; with ``overflow_cells = K`` further
+    cells take the rest, so ``±(1 + K)·max_pulses`` in all. Per layer: the fraction of synapses
     whose count is clipped, and the fraction of all requested pulses that the clip removes.
     """
     stats = []
     for req, layer in zip(requests, device.spec.layers, strict=True):
         syn = layer.synapse
         n = jnp.abs(syn.cells * req / syn.dw_min)
-        cut = jnp.maximum(n - syn.max_pulses, 0.0)
-        stats.append((jnp.mean(n > syn.max_pulses), jnp.sum(cut) / jnp.maximum(jnp.sum(n), 1e-30)))
+        limit = (1 + syn.overflow_cells) * syn.max_pulses
+        cut = jnp.maximum(n - limit, 0.0)
+        stats.append((jnp.mean(n > limit), jnp.sum(cut) / jnp.maximum(jnp.sum(n), 1e-30)))
     jax.debug.callback(_record_clipping, *stats)
     return devices.program(device, requests, key=key)
 
 
 def pulse_clipping(ds: data.Dataset, widths: tuple[int, ...], cells: int, input_bound: float,
-                   steps: int, every: int, seed: int) -> list[dict[str, Any]]:
+                   steps: int, every: int, seed: int, overflow_cells: int = 0
+                   ) -> list[dict[str, Any]]:
     """Per window of ``every`` steps, the mean per layer of what the pulse clip cuts from the
-    requests of a device with ``cells`` cells per synapse (``_clip_recording_program``).
+    requests of a device with ``cells`` cells per synapse and ``overflow_cells`` overflow cells
+    (``_clip_recording_program``).
 
     The learner is the best recipe of sessions 20–25 (label lines at strength 2, smoothing 0.98,
     goodness-belief negatives, Hinton's learning rate, constant for the first steps), read gain
@@ -133,7 +137,7 @@ def pulse_clipping(ds: data.Dataset, widths: tuple[int, ...], cells: int, input_
     """
     spec = devices.preset("rram", widths).replace_in_layers("read", gain=0.12,
                                                             input_bound=input_bound)
-    spec = spec.replace_in_layers("synapse", cells=cells)
+    spec = spec.replace_in_layers("synapse", cells=cells, overflow_cells=overflow_cells)
     _CLIP_LOG.clear()
     for _ in _steps(ds, spec, steps, seed, ff.Bench(program=_clip_recording_program),
                     label_strength=2.0, momentum=0.98, negative_belief="goodness",
@@ -191,6 +195,10 @@ def main() -> None:
                         help="also measure what the pulse clip cuts from the requests of devices "
                         "with N cells per synapse (the best recipe, --steps steps, windows of "
                         "--every), e.g. --clip-cells 1 8 16")
+    parser.add_argument("--overflow-cells", type=int, nargs="+", default=[0], metavar="K",
+                        help="the --clip-cells devices' overflow cells (SynapseSpec."
+                        "overflow_cells), each value a further device per cell count, e.g. "
+                        "--clip-cells 8 --overflow-cells 0 1 2 (default 0)")
     parser.add_argument("--input-bound", type=float, default=8.0,
                         help="the DAC's full scale of the --clip-cells devices (default 8)")
     parser.add_argument("--teacher-state", default=None,
@@ -207,6 +215,9 @@ def main() -> None:
         parser.error("--momentum values must lie in [0, 1)")
     if any(c < 1 for c in args.clip_cells):
         parser.error("--clip-cells: cell counts must be >= 1")
+    if any(k < 0 or (k > 0 and k >= c) for k in args.overflow_cells for c in args.clip_cells):
+        parser.error("--overflow-cells: each value must be >= 0 and, if > 0, below every "
+                     "--clip-cells count")
     if args.clip_cells and (args.steps < 1 or not args.input_bound > 0):
         parser.error("--clip-cells needs --steps >= 1 and --input-bound > 0")
     if args.teacher_state and not Path(args.teacher_state).is_file():
@@ -232,15 +243,17 @@ def main() -> None:
               f"written per step, by layer", flush=True)
         for r in rows:
             print(f"  step {r['step']:>6}  " + "  ".join(f"{f:.3f}" for f in r["written"]))
-    for c in args.clip_cells:
+    for c, k in ((c, k) for c in args.clip_cells for k in args.overflow_cells):
         started = time.perf_counter()
         rows = pulse_clipping(ds, tuple(args.widths), c, args.input_bound, args.steps, args.every,
-                              args.seed)
-        result["clipping"][f"cells {c}"] = {"input_bound": args.input_bound, "rows": rows}
+                              args.seed, k)
+        name = f"cells {c}" + (f" overflow {k}" if k else "")
+        result["clipping"][name] = {"input_bound": args.input_bound, "overflow_cells": k,
+                                    "rows": rows}
         save()
-        print(f"{c} cell(s) per synapse ({time.perf_counter() - started:.0f} s): fraction of "
-              "synapses whose pulse count is clipped / of requested pulses cut, by layer",
-              flush=True)
+        print(f"{c} cell(s) per synapse, {k} overflow ({time.perf_counter() - started:.0f} s): "
+              "fraction of synapses whose pulse count is clipped / of requested pulses cut, "
+              "by layer", flush=True)
         for r in rows:
             print(f"  steps {r['steps'][0]:>5}-{r['steps'][1]:<5} "
                   + "  ".join(f"{a:.4f}/{b:.4f}" for a, b in zip(r["clipped_synapses"],

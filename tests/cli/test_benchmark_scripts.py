@@ -185,6 +185,15 @@ def test_the_pulse_clip_diagnostic_counts_what_the_clip_cuts() -> None:
     ref = devices.program(dev, (jnp.asarray(req),), key=jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(new.state.weights[0]),
                                   np.asarray(ref.state.weights[0]))
+    # one overflow cell takes up to max_pulses more: 4·(20 dw) = 80 pulses lose 80 − 2·31
+    spec = devices.preset("rram", (4, 3)).replace_in_layers("synapse", cells=4, overflow_cells=1)
+    dev = devices.fabricate(spec, jax.random.key(0))
+    rwt._CLIP_LOG.clear()
+    rwt._clip_recording_program(dev, (jnp.asarray(req),), key=jax.random.key(1))
+    jax.effects_barrier()
+    [[(clipped, cut)]] = rwt._CLIP_LOG
+    assert clipped == pytest.approx(1 / 15)
+    assert cut == pytest.approx((80 - 2 * syn.max_pulses) / 100)
     rows = rwt.clip_windows([[(0.1, 0.2), (0.0, 0.4)], [[0.3, 0.4], [0.2, 0.0]],
                              [[0.5, 0.0], [0.1, 0.1]]], 2)
     assert [r["steps"] for r in rows] == [[0, 2], [2, 3]]
