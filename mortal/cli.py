@@ -267,10 +267,11 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
     mesh = _mesh(cfg, args)
     what = "resuming" if args.resume else "writing"
     where = f"; {mesh.size} accelerators" if mesh is not None else ""
-    print(f"{what} {path} (seed {cfg.run.seed}; phases {', '.join(cfg.run.phases)}{where})")
+    header = f"{what} {path} (seed {cfg.run.seed}; phases {', '.join(cfg.run.phases)}{where})"
     try:
         cli_jobs.run_job(cfg, path, command_line=_command_line(), reporter=reporter,
-                         force=args.force, resume=bool(args.resume), mesh=mesh)
+                         force=args.force, resume=bool(args.resume), mesh=mesh,
+                         on_start=lambda: print(header, flush=True))
     except KeyboardInterrupt:
         raise UserError(f"interrupted; {path} keeps its completed epochs: continue with "
                         f"'mortal {args.command} --resume {path}'") from None

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -750,9 +751,11 @@ def check_resume_config(path: str | os.PathLike[str], requested: RunConfig | Non
 
 def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
             reporter: Reporter, force: bool = False, resume: bool = False,
-            mesh: Any = None) -> Job:
+            mesh: Any = None, on_start: Callable[[], None] | None = None) -> Job:
     """Create (or resume) the run file at ``path`` and execute the plan. In a multi-process run
-    every process computes and only process 0 writes."""
+    every process computes and only process 0 writes. ``on_start``: called once the data, the
+    recipes and the run file have passed their checks, just before the first epoch (the CLI
+    announces the run there, so that a refused run prints only its error)."""
     job = Job(cfg, reporter, mesh)
     if resume:
         written = runs.attributes(path).get("host", {}).get("xla_flags")
@@ -776,5 +779,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
         writer = RunWriter.create(path, attributes=job.attributes(command_line),
                                   populations=job.plans(), force=force)
     with writer:
+        if on_start is not None:
+            on_start()
         job.execute(writer)
     return job

@@ -298,8 +298,9 @@ def finished(tmp_path: Path) -> Path:
 
 def _err(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("mortal: error: ") and needle in err, err
+    assert out == "", out  # a refused run announces nothing ("writing FILE ...")
 
 
 def test_bad_input_cases(finished: Path, tmp_path: Path,
@@ -310,6 +311,8 @@ def test_bad_input_cases(finished: Path, tmp_path: Path,
          "did you mean 'device.preset'?")
     _err(capsys, ["train", "-o", out, "--set", "device.preset=pcmm"], "unknown device preset")
     _err(capsys, ["train", "-o", out, "--set", "train.batch_size=-3"], "batch_size")
+    _err(capsys, ["train", "-o", out, "--set", "device.spec.synapse.overflow_cells=3"],
+         "overflow_cells must be below cells")
     bad_toml = tmp_path / "c.toml"
     bad_toml.write_text("[train]\nlr = \n")
     _err(capsys, ["train", "-o", out, "--config", str(bad_toml)], "not valid TOML")
