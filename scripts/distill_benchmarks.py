@@ -44,7 +44,7 @@ from tqdm import tqdm  # noqa: E402
 
 import devices  # noqa: E402
 import distill  # noqa: E402
-from mortal import data, ff, parallel, runlog, runs  # noqa: E402
+from mortal import data, ff, parallel  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _entry import run_script  # noqa: E402
@@ -52,6 +52,7 @@ from _overrides import parse_overrides  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
 from _rows import spelled_out  # noqa: E402
+from _state import load_state  # noqa: E402
 
 from mortal.xla_cpu import cpu_signature, xla_flags  # noqa: E402
 
@@ -148,38 +149,6 @@ def _distill(teacher: ff.FFState, spec: devices.DeviceSpec, n: int, x: jax.Array
             row["val_agreement"] = [float(np.mean(p == watch.teacher_pred)) for p in pred]
         history.append(row)
     return students, history
-
-
-def load_state(path: str, flag: str = "--teacher-state"
-               ) -> tuple[ff.FFState, devices.DeviceSpec, ff.FFConfig]:
-    """A population saved by ``scripts/ff_benchmarks.py --save-state`` (devices included); a
-    file that is not one stops the script with one line naming ``flag`` and ``path``."""
-    try:
-        z = np.load(path)
-        meta = json.loads(str(z["__meta__"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"{flag} {path}: not a device state saved by "
-                         f"scripts/ff_benchmarks.py --save-state ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
-    spec = devices.DeviceSpec.from_dict(meta["recipe"])
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["learner_config"].items()}
-    tcfg = ff.FFConfig(**kw)
-    n = z[next(k for k in z.files if k.startswith("state.step"))].shape[0]
-    template = runlog.stored_device_state(
-        ff.init_population(devices.spawn(spec, n, jax.random.key(0)), tcfg, 1))
-
-    def leaf(key_path: Any, t: jax.Array) -> jax.Array:
-        name = runs.leaf_name(("state",), key_path)
-        a = z[name]
-        if jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
-        if a.shape != t.shape or a.dtype != t.dtype:
-            raise SystemExit(f"{path}: saved leaf {name} has {a.shape} {a.dtype}, expected "
-                             f"{t.shape} {t.dtype}")
-        return jnp.asarray(a)
-
-    return (runlog.live_device_state(jax.tree_util.tree_map_with_path(leaf, template)), spec,
-            tcfg)
 
 
 def _per_member(fn: Any, state: ff.FFState, x: jax.Array, seed: int, n: int | None = None,

@@ -10,7 +10,9 @@ Reproduce, for example::
     python scripts/ff_benchmarks.py mnist-ideal --data-dir ../shared/data   # long: 100 epochs
 
 Results go to ``scripts/results/ff_<experiment>.json`` (rewritten after every evaluation, so an
-interrupted run keeps what it had; ``"complete": false`` until the end). ``--set KEY=VALUE``
+interrupted run keeps what it had; ``"complete": false`` until the end). With ``--checkpoint``
+the state is saved after every epoch too, and ``--resume`` continues a run that crashed or was
+stopped (``--stop-after E``) to the same bits as an uninterrupted one. ``--set KEY=VALUE``
 changes a learner-config field and ``--tag`` names the variant's file. Seeds: fab key
 ``--seed`` (default 0), training key ``--seed + 1``, evaluation key ``--seed + 2``.
 """
@@ -36,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from mortal import data, ff, runlog  # noqa: E402
+from mortal import data, ff  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from _agreement import agreement_table  # noqa: E402
@@ -44,6 +46,7 @@ from _entry import run_script  # noqa: E402
 from _overrides import parse_overrides  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
+from _state import load_state, save_state, state_meta  # noqa: E402
 
 from mortal.xla_cpu import cpu_signature, xla_flags  # noqa: E402
 
@@ -149,9 +152,25 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
         "complete": False,
         "history": [],
     }
+    ckpt = out.with_name(out.stem + ".ckpt.npz")
+    first, before = 0, 0.0  # epochs already done, and their seconds (a resumed run)
+    if args.resume:
+        prior = _resumable(out, ckpt, result)
+        if prior is not None and prior.get("complete"):
+            print(f"[{name}] {out} is already complete; nothing to resume", flush=True)
+            return prior
+        if prior is not None:
+            state, _, _ = load_state(ckpt, "--resume")
+            result = {**prior, "resumed": [*prior.get("resumed", []),
+                                            {"command": result["command"],
+                                             "git_revision": result["git_revision"],
+                                             "host": result["host"], "cpu": result["cpu"],
+                                             "at_epoch": len(prior["history"])}]}
+            first, before = len(prior["history"]), prior["train_seconds_so_far"]
+            print(f"[{name}] resuming {out} after epoch {first}/{epochs}", flush=True)
     start = time.perf_counter()
     agreement_summary: dict[str, float] = {}  # pairwise agreement, set at the last epoch
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         keys, order = ff.epoch_keys(train_key, epoch, n, cfg)
         t0 = time.perf_counter()
         state, metrics = ff.population_epoch(state, x, y, keys, order, cfg=cfg, bench=ff.BENCH)
@@ -173,12 +192,19 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
                 agreement_summary = {f"test_goodness_agreement_{k}": pairs[f"pair_agreement_{k}"]
                                      for k in ("median", "min", "max")}
         result["history"].append(row)
+        result["train_seconds_so_far"] = round(before + time.perf_counter() - start, 1)
+        if args.checkpoint and epoch + 1 < epochs:  # the state first: it holds the history too
+            save_state(ckpt, state, spec, cfg, {"result": result})
         print(f"[{name}] epoch {epoch + 1}/{epochs} {epoch_s:.1f}s "
               f"ff_loss {np.mean(row['ff_loss']):.3f} readout_acc "
               f"{np.mean(row['readout_acc']):.4f}"
               + "".join(f" {k} {np.round(v, 4).tolist()}" for k, v in row.items()
                         if k.endswith("_error")), flush=True)
         write_json(out, result)
+        if args.stop_after and epoch + 1 == args.stop_after and epoch + 1 < epochs:
+            print(f"[{name}] stopped after epoch {epoch + 1}/{epochs} (--stop-after); continue "
+                  "with the same command and --resume instead of --stop-after", flush=True)
+            return result
     final = result["history"][-1]
     g, s = np.asarray(final["test_goodness_error"]), np.asarray(final["test_softmax_error"])
     result["summary"] = {
@@ -187,25 +213,50 @@ def run(name: str, exp: Experiment, ds: data.Dataset,
         **agreement_summary,
         "test_softmax_error_median": float(np.median(s)), "test_softmax_error_min": float(
             s.min()), "test_softmax_error_max": float(s.max()),
-        "train_seconds": round(time.perf_counter() - start, 1),
+        "train_seconds": round(before + time.perf_counter() - start, 1),
     }
     if args.save_state:
         save_state(out.with_suffix(".npz"), state, spec, cfg)
     result["complete"] = True
     write_json(out, result)
+    ckpt.unlink(missing_ok=True)
     return result
 
 
-def save_state(path: Path, state: ff.FFState, spec: devices.DeviceSpec, cfg: ff.FFConfig
-               ) -> None:
-    """The trained population (learner state with its devices) + recipe and learner config."""
-    leaves = runlog.flatten_tree("state", jax.tree.map(
-        lambda a: jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a,
-        runlog.stored_device_state(state)))
-    meta = {"recipe": spec.to_dict(), "learner_config": dataclasses.asdict(cfg)}
-    tmp = path.with_suffix(".part.npz")
-    np.savez(tmp, __meta__=np.array(json.dumps(meta)), **leaves)
-    os.replace(tmp, path)
+_SAME_RUN = ("experiment", "dataset", "preset", "widths", "epochs", "n_devices", "seed",
+             "learner_config", "device_recipe")
+
+
+def _resumable(out: Path, ckpt: Path, planned: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``--resume`` continues: the result of the checkpoint at ``ckpt`` (the state saved
+    after the last finished epoch, history included), the complete result at ``out``, or None
+    (nothing started: train from the first epoch). A checkpoint or result of another recipe,
+    learner, seed or length, and an unfinished result without a checkpoint, stop the script
+    with one line."""
+    if ckpt.exists():
+        try:
+            prior = state_meta(ckpt)["result"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SystemExit(f"--resume: {ckpt} is not a checkpoint of this script; delete it "
+                             "to train from the first epoch") from None
+    elif out.exists():
+        try:
+            prior = json.loads(out.read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"--resume: {out} is not a result of this script; delete it or "
+                             "give another --tag") from None
+        if not prior.get("complete"):
+            raise SystemExit(f"--resume: {out} is unfinished and has no checkpoint {ckpt.name}; "
+                             "run without --resume to start again (with --checkpoint to make "
+                             "it resumable)")
+    else:
+        return None
+    differ = [k for k in _SAME_RUN if prior.get(k) != json.loads(json.dumps(planned[k]))]
+    if differ:
+        raise SystemExit(f"--resume: {ckpt if ckpt.exists() else out} is another run "
+                         f"({', '.join(differ)} differ); give the same flags as the run it "
+                         "continues, or another --tag")
+    return prior
 
 
 def main() -> None:
@@ -239,10 +290,26 @@ def main() -> None:
                         help="with --cells: up to N further cells take, in the same write, "
                         "the pulses that the max_pulses clip cut (SynapseSpec.overflow_cells), "
                         "e.g. --cells 8 --overflow-cells 1")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="after every epoch, save the population and learner state as "
+                        "<out>/ff_<experiment>[-<tag>].ckpt.npz (deleted when the run "
+                        "completes), so that --resume can continue it after a crash")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each experiment from its checkpoint (the same flags "
+                        "as the run it continues), skip those whose result is complete, start "
+                        "the others; keeps checkpointing. The resumed run gives the same bits "
+                        "as an uninterrupted one on the same machine")
+    parser.add_argument("--stop-after", type=int, default=0, metavar="E",
+                        help="with --checkpoint: stop each experiment after epoch E (to split a "
+                        "long run over sessions; --resume continues it)")
     parser.add_argument("--tag", default="", help="suffix of the result file name "
                         "(ff_<experiment>-<tag>.json), to keep variants apart")
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set, parser, reserved={"epochs": "--epochs"})
+    args.checkpoint = args.checkpoint or args.resume
+    if args.stop_after < 0 or (args.stop_after and not args.checkpoint):
+        parser.error("--stop-after E: give E >= 1 with --checkpoint (or --resume), so that the "
+                     "stopped run can be continued")
     for name in args.experiments:  # every combination is checked before hours of training
         try:
             build(EXPERIMENTS[name], args.epochs or EXPERIMENTS[name].epochs, args.overrides,
@@ -257,6 +324,8 @@ def main() -> None:
     rows, notes = [], []
     for name in args.experiments:
         r = run(name, EXPERIMENTS[name], datasets[EXPERIMENTS[name].dataset], args)
+        if not r["complete"]:  # stopped by --stop-after: no test error yet
+            continue
         sm = r["summary"]
         if "test_goodness_agreement_median" in sm:
             notes.append(f"{name}: top-1 agreement between two of its devices (goodness "
@@ -268,6 +337,8 @@ def main() -> None:
                      100 * sm["test_goodness_error_median"], 100 * sm["test_goodness_error_min"],
                      100 * sm["test_goodness_error_max"], 100 * sm["test_softmax_error_median"],
                      sm["train_seconds"], r["target"]))
+    if not rows:
+        return
     header = ("experiment", "preset", "P", "epochs", "good.err% med", "min", "max",
               "softmax err% med", "train s", "target")
     widths = [max(len(str(h)), *(len(f"{v:.2f}" if isinstance(v, float) else str(v))

@@ -492,3 +492,47 @@ def test_the_committed_run_configs_are_the_scripts_experiments() -> None:
     assert cli_jobs.device_spec(cfg, "train") == spec
     assert cfg.train == learner
     assert cfg.device.population == exp.n_devices and cfg.data.dataset == exp.dataset
+
+
+def test_a_stopped_ff_benchmark_resumes_to_the_same_bits(tmp_path: Path) -> None:
+    """``--checkpoint --stop-after 2`` then ``--resume``: the same history, test errors and
+    final state as one uninterrupted run (multi-cell `rram` devices, so that the write
+    offsets and the population's keys cross the checkpoint); the checkpoint is gone once the
+    run completes, and a resume with other flags is one line naming what differs."""
+    import json
+
+    import numpy as np
+
+    common = ["digits-rram", "--epochs", "3", "--devices", "2", "--cells", "2",
+              "--overflow-cells", "1", "--save-state"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    p = _script("ff_benchmarks.py", *common, "--out", str(whole))
+    assert p.returncode == 0, p.stderr
+    p = _script("ff_benchmarks.py", *common, "--checkpoint", "--stop-after", "2",
+                "--out", str(split))
+    assert p.returncode == 0, p.stderr
+    stopped = json.loads((split / "ff_digits-rram.json").read_text())
+    assert not stopped["complete"] and len(stopped["history"]) == 2
+    assert (split / "ff_digits-rram.ckpt.npz").exists()
+    assert not (split / "ff_digits-rram.npz").exists()
+    p = _script("ff_benchmarks.py", *common, "--set", "lr=0.02", "--resume",
+                "--out", str(split))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "learner_config differ" in _last_line(p.stderr), p.stderr
+    p = _script("ff_benchmarks.py", *common, "--resume", "--out", str(split))
+    assert p.returncode == 0, p.stderr
+    assert "resuming" in p.stdout and "after epoch 2/3" in p.stdout, p.stdout
+    a = json.loads((whole / "ff_digits-rram.json").read_text())
+    b = json.loads((split / "ff_digits-rram.json").read_text())
+    assert b["complete"] and not (split / "ff_digits-rram.ckpt.npz").exists()
+    assert len(b["resumed"]) == 1 and b["resumed"][0]["at_epoch"] == 2
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        ra.pop("epoch_s"), rb.pop("epoch_s")
+        assert ra == rb
+    with np.load(whole / "ff_digits-rram.npz") as za, np.load(split / "ff_digits-rram.npz") as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        for k in za.files:
+            if k != "__meta__":
+                np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+    p = _script("ff_benchmarks.py", *common, "--resume", "--out", str(split))
+    assert p.returncode == 0 and "already complete" in p.stdout, p.stdout + p.stderr
