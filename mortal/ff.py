@@ -324,7 +324,10 @@ def make_optimizer(cfg: FFConfig, steps_per_epoch: int) -> optax.GradientTransfo
     Weight decay acts on the learner's record of what it sent (the bench cannot read weights), so
     it pulls weights toward their fab-time values rather than toward zero; for Hinton's recipe
     (lr 0.01, decay 0.001) the difference is a shrink of the initial weights that digital FF has
-    and this does not.
+    and this does not. On devices whose pulses do not add up to the requests (soft bounds,
+    stochastic rounding, write noise: ``rram``) the record drifts away from the weights, and the
+    decay then spends writes on values the record made up; ``weight_decay = 0`` learned better
+    there (docs/results.md, *Session 45*).
     """
     first = (optax.ema(cfg.momentum, debias=False) if cfg.optimizer == "sgd"
              else optax.scale_by_adam(b1=cfg.momentum))
