@@ -407,6 +407,11 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
     if paired:
         out["rram_over_ideal_paired"] = paired["ratio_median"]
         out["rram_over_ideal_paired_quartiles"] = [paired["ratio_q1"], paired["ratio_q3"]]
+        # the same fraction as the P = 1 row's, from the median of the paired ideal calls
+        # (20 or so against the row's 3: steadier on a machine whose speed drifts)
+        paired_widths = tuple(int(n) for n in paired["widths"].split("-"))
+        out["ideal_P1_paired_fraction_of_matmul"] = (
+            step_flops(paired_widths) / (paired["ideal_ms_per_step"] / 1000) / 1e9 / mm)
     for r in rows:  # several cells per synapse against one, at the same population
         one_cell = find("ff", "rram", r.get("P", 0))
         if r.get("cells", 1) != 1 and r["section"] == "ff" and one_cell and not r.get("skipped"):
