@@ -8,6 +8,8 @@ analog neurons). Noise and the current bound act on the analog result, in full-s
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -85,6 +87,37 @@ def effective_weights(stored: Array, phys: LayerPhysics) -> Array:
     return w
 
 
+def bias_line(stored: Array, phys: LayerPhysics, layer: LayerSpec, age: Array) -> Array:
+    """What the bias line adds to each output current, ``(n_out,)`` float32: the last row of
+    ``mean_over_cells(effective_weights(stored, phys))``, to the bit, computed once.
+
+    Why not simply ``weights[-1]``: XLA's CPU compiler fuses that cheap row into every
+    element-wise loop that uses the currents, and some of those loops (the next layer's input,
+    the learner's records) run after ``program`` has rewritten ``stored`` in place, so XLA keeps
+    a copy of the whole old synapse array alive in each training step: with 8 cells per
+    synapse two copies of 64 MB per hidden layer, and the 8-cell row re-read in every such loop
+    (784-1000-1000-1000, 8 cells: a step of 35-37 ms against 23 ms without;
+    ``tests/mortal/test_ff.py`` checks the compiled step for copies). On a CPU the row is
+    therefore the value of a ``while_loop`` whose trip count XLA cannot know (at least 1: one
+    more when ``age`` is NaN, and the body does not depend on its carry), a buffer of its own
+    that XLA neither removes nor fuses into the consumers. Other backends (not measured) get
+    the plain row. ``age``: the device's age, s."""
+    gain = None if phys.read_gain is None else phys.read_gain[..., -1:, :]
+    row_phys = dataclasses.replace(phys, read_gain=gain)
+
+    def row(synapses: Array) -> Array:
+        return mean_over_cells(effective_weights(synapses[..., -1:, :], row_phys),
+                               layer)[-1].astype(jnp.float32)
+
+    def own_buffer(synapses: Array) -> Array:
+        trips = 1 + jnp.isnan(age).astype(jnp.int32)
+        init = (jnp.int32(0), jnp.zeros(synapses.shape[-1:], jnp.float32))
+        return jax.lax.while_loop(lambda carry: carry[0] < trips,
+                                  lambda carry: (carry[0] + 1, row(synapses)), init)[1]
+
+    return jax.lax.platform_dependent(stored, cpu=own_buffer, default=row)
+
+
 def neuron_outputs(layer: LayerSpec, phys: LayerPhysics, currents: Array) -> Array:
     """Each neuron's own transfer curve applied to its input current (no noise, no ADC)."""
     return transfer(layer.neuron, currents, phys.gain, phys.threshold, phys.sharpness,
@@ -98,7 +131,8 @@ def _layer(layer: LayerSpec, phys: LayerPhysics, stored: Array, age: Array,
     v = dac(x, read)
     weights = mean_over_cells(effective_weights(stored, phys), layer)
     bias_v = 1.0 if layer.connectivity.bias else 0.0
-    currents = matmul(v, weights[:-1], matmul_dtype) + bias_v * weights[-1]
+    currents = matmul(v, weights[:-1], matmul_dtype) + bias_v * bias_line(stored, phys, layer,
+                                                                          age)
     scale = full_scale(read)  # the periphery rescales the analog result to digital units
     noise = None
     if read.out_noise > 0:

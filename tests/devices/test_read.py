@@ -307,3 +307,21 @@ def test_bfloat16_crossbar_measures_the_rounded_product_and_nothing_else() -> No
     again = devices.measure(d16, x)
     assert all(np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(m16.outputs, again.outputs, strict=True))
+
+
+@pytest.mark.parametrize("cells", [1, 3])
+def test_the_bias_line_is_the_last_row_of_the_read_weights_to_the_bit(preset_name: str,
+                                                                       cells: int) -> None:
+    from devices._device import mean_over_cells
+    from devices._read import bias_line, effective_weights
+
+    spec = devices.preset(preset_name, TINY).replace_in_layers(
+        "synapse", cells=cells, read_gain_sigma=0.1)
+    d = devices.fabricate(spec, jax.random.key(7))
+    rows = jax.jit(lambda s, p, age: bias_line(s, p, spec.layers[0], age))
+    full = mean_over_cells(effective_weights(d.state.synapses[0], d.physics[0]), spec.layers[0])
+    assert d.physics[0].read_gain is not None
+    for age in (0.0, 3e7, math.nan):  # NaN: two trips of the loop, the same row
+        got = rows(d.state.synapses[0], d.physics[0], jnp.float32(age))
+        assert got.shape == (TINY[1],) and got.dtype == jnp.float32
+        assert np.array_equal(np.asarray(got), np.asarray(full[-1]))
