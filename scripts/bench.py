@@ -26,6 +26,11 @@ Sections (each row says what was timed and how many matrix FLOPs it contains):
   ``--pairs`` rounds of neighbouring calls, one of each in alternating order (median and
   quartiles of the per-round ratios): steadier on a shared machine than the ratio of the two
   ``ff`` rows, whose medians are timed minutes apart.
+* ``scaling`` (with the ``ff`` section, when ``--pairs`` > 0): the per-device cost of
+  ``ideal`` at P = 16 (P = 4 with ``--quick``) over P = 1, ``map``, from ``--pairs`` rounds of
+  neighbouring calls, one of each in alternating order: ``(t_P / P) / t_1`` per round, median
+  and quartiles. The P = 1 row (3 calls) moved by ±15 % between minutes on our VM, and the
+  scaling target divides by it.
 * ``distill``: one distillation epoch slice (one teacher → P students, same steps): the teacher
   scores every minibatch over all C labels (C passes) before the students learn.
 * ``eval``: evaluation (goodness over all C labels + the softmax readout) of N images, per
@@ -200,6 +205,33 @@ def bench_paired(width: int, steps: int, pairs: int) -> dict[str, Any]:
             "ratio_median": med, "ratio_q1": q1, "ratio_q3": q3, "times": times}
 
 
+def bench_scaling_paired(width: int, p: int, steps: int, pairs: int) -> dict[str, Any]:
+    """Per-device cost of an ``ideal`` FF slice at P = ``p`` over P = 1 (``map``, the command
+    line's program) from paired calls, as ``bench_paired`` does for ``rram`` / ``ideal``:
+    both programs compiled, then ``pairs`` rounds of one call each in alternating order; per
+    round ``(t_p / p) / t_1``. Reports the median and quartiles of those ratios."""
+    widths = (784, width, width, width)
+    slices = {n: _ff_slice("ideal", widths, n, steps, "map") for n in (1, p)}
+    for fn, _, _ in slices.values():  # compile and warm up
+        jax.block_until_ready(fn())
+    times: dict[int, list[float]] = {1: [], p: []}
+    for i in range(pairs):
+        for n in (1, p) if i % 2 == 0 else (p, 1):
+            t = time.perf_counter()
+            jax.block_until_ready(slices[n][0]())
+            times[n].append(time.perf_counter() - t)
+    ratios = sorted(tp / p / t1 for tp, t1 in zip(times[p], times[1], strict=True))
+    q1, med, q3 = (float(np.percentile(ratios, q)) for q in (25, 50, 75))
+    for _, held, _ in slices.values():
+        held.clear()
+    gc.collect()
+    return {"section": "scaling", "widths": "-".join(map(str, widths)), "P": p, "steps": steps,
+            "pairs": pairs, "P1_ms_per_step": 1000 * statistics.median(times[1]) / steps,
+            "ms_per_device_step": 1000 * statistics.median(times[p]) / p / steps,
+            "ratio_median": med, "ratio_q1": q1, "ratio_q3": q3,
+            "times": {str(n): t for n, t in times.items()}}
+
+
 def bench_distill(preset: str, width: int, p: int, steps: int, repeats: int) -> dict[str, Any]:
     widths = (784, width, width, width)
     cfg = ff.FFConfig(epochs=10)
@@ -265,6 +297,13 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
             lines.append(f"{'matmul':<8} {'':<6} {r['shape']:<16} {'':>3} {'':<5} "
                          f"{r['seconds']:>8.4f} {'':>13} {r['gflops']:>8.1f} {'':>8} {'':>7}")
             continue
+        if r["section"] == "scaling":
+            lines.append(f"{'scaling':<8} {'ideal':<6} {r['widths']:<16} {r['P']:>3} "
+                         f"{'map':<5} per-device cost over P = 1 {r['ratio_median']:.3f} "
+                         f"(quartiles {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}) of {r['pairs']} "
+                         f"pairs: {r['ms_per_device_step']:.1f} / {r['P1_ms_per_step']:.1f} "
+                         f"ms/step")
+            continue
         if r["section"] == "paired":
             lines.append(f"{'paired':<8} {'rram/':<6} {r['widths']:<16} {r['P']:>3} "
                          f"{'ideal':<5} ratio {r['ratio_median']:.3f} (quartiles "
@@ -292,7 +331,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-gb", type=float, default=12.0)
     ap.add_argument("--pairs", type=int, default=15,
-                    help="the rram section's paired ideal/rram calls (0: none)")
+                    help="paired calls: rram/ideal in the rram section, P = 16 / P = 1 in the "
+                    "ff section's scaling row (0: none)")
     ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench.json"))
     ap.add_argument("--only", choices=("ff", "rram", "distill", "eval"), action="append",
                     help="run only these sections (repeatable; 'rram' also times the ideal P = 1 "
@@ -347,6 +387,8 @@ def main() -> int:
                     break
                 add(bench_ff("ideal", w, p, steps, args.repeats, program))
     cost_pops = (1, 4) if args.quick else (1, 16)  # populations of the cost comparisons
+    if "ff" in only and args.pairs > 0:
+        add(bench_scaling_paired(ref_w, cost_pops[1], steps, args.pairs))
     if "rram" in only and args.pairs > 0:
         add(bench_paired(ref_w, steps, args.pairs))
     for p in cost_pops if "rram" in only else ():
@@ -400,6 +442,11 @@ def summarise(rows: list[dict[str, Any]], w: int) -> dict[str, Any]:
             # cost per device-sample at P over that at P = 1
             out[f"per_device_cost_P{six['P']}_over_P1_{program}"] = (
                 one["device_samples_per_s"] / six["device_samples_per_s"])
+    scaling = next((r for r in rows if r["section"] == "scaling"), None)
+    if scaling:  # the same ratio from neighbouring calls (bench_scaling_paired)
+        out[f"per_device_cost_P{scaling['P']}_over_P1_paired"] = scaling["ratio_median"]
+        out[f"per_device_cost_P{scaling['P']}_over_P1_paired_quartiles"] = [
+            scaling["ratio_q1"], scaling["ratio_q3"]]
     rram, ideal = find("ff", "rram", 1), find("ff", "ideal", 1)
     if rram and ideal:
         out["rram_over_ideal_time"] = rram["seconds"] / ideal["seconds"]

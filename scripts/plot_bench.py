@@ -5,7 +5,8 @@
   784-1000-1000-1000.
 * **Arithmetic rate**: the same rows as a percentage of the FF-shaped matrix-multiply rate
   measured in the same run, with the 75 % target.
-* **Scaling**: cost per device-sample at P over that at P = 1, with the 1.05 × target.
+* **Scaling**: cost per device-sample at P over that at P = 1, with the 1.05 × target (and
+  the paired calls' ratio, where the run has them).
 * **Costs against an ``ideal`` step** (784-1000-1000-1000, P = 1, per device-sample): ``rram``
   (the paired median, quartiles as error bars, and the P = 16 row), ``rram`` with several cells,
   a distillation step with one student, evaluation (the goodness readout over all labels), with
@@ -26,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,14 @@ def plot(payload: dict[str, Any], path: Path) -> dict[str, Any]:
 
     ax = axes[1, 0]
     lines(ax, s["scaling"])
+    for key, value in s["summary"].items():
+        paired_key = re.fullmatch(r"per_device_cost_P(\d+)_over_P1_paired", key)
+        if paired_key:
+            p = int(paired_key.group(1))
+            q1, q3 = s["summary"][key + "_quartiles"]
+            ax.errorbar([p], [value], yerr=[[value - q1], [q3 - value]], fmt="*", ms=12,
+                        color="black", capsize=4,
+                        label=f"ideal 3 × 1000, P = {p} / P = 1: paired calls (quartiles)")
     ax.axhline(TARGETS["per_device_cost"], color="red", lw=1, ls=":",
                label="target: 1.05 × at P = 16")
     ax.axhline(1.0, color="gray", lw=0.8)
@@ -234,7 +244,7 @@ def main() -> int:
     summary = plot(payload, out)["summary"]
     print(f"wrote {out}")
     for key in ("ideal_P1_map_fraction_of_matmul", "ideal_P1_paired_fraction_of_matmul",
-                "per_device_cost_P16_over_P1_map",
+                "per_device_cost_P16_over_P1_map", "per_device_cost_P16_over_P1_paired",
                 "rram_over_ideal_paired", "distill_over_ff_time_P1", "eval_over_train_per_sample"):
         value = summary.get(key)
         if value is not None and math.isfinite(value):
