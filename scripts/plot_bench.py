@@ -17,7 +17,7 @@ its ``summary``), so an interrupted run (rows without a summary) draws too.
 
 Reproduce the committed figure::
 
-    python scripts/plot_bench.py scripts/results/session46/bench_full.json \
+    python scripts/plot_bench.py scripts/results/session46/bench_full_b988248.json \
         --out docs/figures/bench_session46.png
 """
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 FULL_RUN = SCRIPTS / "results" / "bench_s13.json"
 PAIRED_RUN = SCRIPTS / "results" / "session45" / "bench_rram_paired_1.json"
+SCALING_RUN = SCRIPTS / "results" / "session46" / "bench_full_b988248.json"
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,22 @@ def test_a_figure_path_that_is_not_png_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "must end in .png" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_paired_scaling_ratio_is_the_median_of_its_rounds(plot_bench: ModuleType) -> None:
+    import numpy as np
+
+    payload = plot_bench.load(SCALING_RUN)
+    row = next(r for r in payload["rows"] if r["section"] == "scaling")
+    p = row["P"]
+    rounds = [tp / p / t1 for tp, t1 in zip(row["times"][str(p)], row["times"]["1"],
+                                            strict=True)]
+    assert len(rounds) == row["pairs"] == 20
+    summary = plot_bench.series(payload)["summary"]
+    assert summary[f"per_device_cost_P{p}_over_P1_paired"] == pytest.approx(np.median(rounds))
+    q1, q3 = summary[f"per_device_cost_P{p}_over_P1_paired_quartiles"]
+    assert q1 == pytest.approx(np.percentile(rounds, 25))
+    assert q3 == pytest.approx(np.percentile(rounds, 75))
+    # the row's per-step times are the medians of the same calls
+    assert row["P1_ms_per_step"] == pytest.approx(
+        1000 * np.median(row["times"]["1"]) / row["steps"])

@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import devices
@@ -748,7 +749,8 @@ def test_a_training_step_writes_the_synapses_in_place_without_copying_them(cells
     """The compiled epoch (the command line's program) copies no synapse array per step: every
     loop that reads a layer's old synapses runs before ``program`` rewrites them in place (the
     bias line is read once, ``devices._read.bias_line``). An 8-cell 784-1000-1000-1000 step
-    copied 2 × 64 MB per hidden layer before, and took 35-37 ms against 23 ms after."""
+    copied 2 × 64 MB per hidden layer before, and took 35-37 ms against 23 ms after. Without
+    weight decay the learner's arrays are not copied either."""
     import re
 
     from mortal import parallel
@@ -767,3 +769,22 @@ def test_a_training_step_writes_the_synapses_in_place_without_copying_them(cells
     assert all(a.dtype == jnp.complex64 for a in state.device.state.synapses)
     copied = set(re.findall(r"= (c64\[[\d,]+\])\{[\d,]+\} copy\(", hlo))
     assert not copied & synapses, sorted(copied & synapses)
+    no_decay = dataclasses.replace(CFG, weight_decay=0.0)
+    state = ff.init_population(devices.spawn(spec, 1, jax.random.key(0)), no_decay, steps)
+    hlo = parallel._train_program(no_decay, ff.BENCH, None, 1).lower(
+        state, x, y, keys, order).compile().as_text()
+    records = {"f32[" + ",".join(map(str, (1, *a.shape[1:]))) + "]" for a in state.record}
+    copied = set(re.findall(r"= ((?:c64|f32)\[[\d,]+\])\{[\d,]+\} copy\(", hlo))
+    assert not copied & (synapses | records), sorted(copied & (synapses | records))
+
+
+def test_no_weight_decay_passes_the_updates_unchanged() -> None:
+    u = (jnp.array([[1.5, -0.0], [0.0, -2.0]]),)
+    record = (jnp.array([[jnp.inf, 3.0], [-1.0, jnp.nan]]),)  # never read
+    out, _ = ff._decay_weights_not_biases(0.0).update(u, optax.EmptyState(), record)
+    assert np.array_equal(np.asarray(out[0]), np.asarray(u[0]))
+    assert np.array_equal(np.signbit(out[0]), np.signbit(u[0]))
+    decayed, _ = ff._decay_weights_not_biases(0.5).update(u, optax.EmptyState(), record)
+    # weight rows decay toward the record, the bias row (the last) does not
+    assert float(decayed[0][0, 1]) == 1.5 and np.isinf(float(decayed[0][0, 0]))
+    assert np.array_equal(np.asarray(decayed[0][1]), np.asarray(u[0][1]))
