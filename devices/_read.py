@@ -111,7 +111,10 @@ def bias_line(stored: Array, phys: LayerPhysics, layer: LayerSpec, age: Array) -
 
     def own_buffer(synapses: Array) -> Array:
         trips = 1 + jnp.isnan(age).astype(jnp.int32)
-        init = (jnp.int32(0), jnp.zeros(synapses.shape[-1:], jnp.float32))
+        # the first carry has the type of a value drawn from the synapses (under shard_map:
+        # varying over the population axis, as the body's output is); its value is replaced
+        anchor = jnp.real(synapses.reshape(-1)[0]).astype(jnp.float32)
+        init = (jnp.int32(0), jnp.zeros(synapses.shape[-1:], jnp.float32) + 0 * anchor)
         return jax.lax.while_loop(lambda carry: carry[0] < trips,
                                   lambda carry: (carry[0] + 1, row(synapses)), init)[1]
 
