@@ -306,8 +306,8 @@ def _bias_row(p: Array) -> Array:
 def _decay_weights_not_biases(rate: float) -> optax.GradientTransformation:
     """``u + rate · w`` on weight rows; bias rows (the last of each layer) are not decayed, as in
     Hinton's code. With ``rate == 0`` the updates pass unchanged, without reading ``w``: adding
-    ``0 · w`` changes at most the sign of a zero, and reading the record for it made XLA keep a
-    copy of the record in every step."""
+    ``0 · w`` changed at most the sign of a zero update (or made an infinite record's update
+    NaN), and reading the record for it made XLA keep a copy of the record in every step."""
     if rate == 0:
         return optax.identity()
 
