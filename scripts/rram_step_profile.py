@@ -8,7 +8,7 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   one; milliseconds per step. Rows: ``ideal``, ``rram``, and ``rram`` with one part of its
   physics replaced at a time (no write noise, no step noise, constant steps instead of soft
   bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons), and
-  ``rram`` with 8 cells per synapse (``SynapseSpec.cells``).
+  ``rram`` with 8 cells per synapse (``SynapseSpec.cells``), with and without one overflow cell.
 * **Elementwise costs**: what the write path computes per synapse, timed alone on a
   1001×1000 float32 array (median of 30 jitted calls): a hash uniform, a hash normal and a
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
@@ -91,6 +91,7 @@ def variants() -> dict[str, devices.DeviceSpec]:
         "rram, ideal read path": rram.replace(read=ideal.read),
         "rram, ideal neurons": rram.replace(neuron=ideal.neuron),
         "rram, 8 cells": with_synapse(cells=8),
+        "rram, 8 cells, 1 overflow": with_synapse(cells=8, overflow_cells=1),
     }
 
 
