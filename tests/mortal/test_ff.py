@@ -785,6 +785,6 @@ def test_no_weight_decay_passes_the_updates_unchanged() -> None:
     assert np.array_equal(np.asarray(out[0]), np.asarray(u[0]))
     assert np.array_equal(np.signbit(out[0]), np.signbit(u[0]))
     decayed, _ = ff._decay_weights_not_biases(0.5).update(u, optax.EmptyState(), record)
-    # weight rows decay toward the record, the bias row (the last) does not
+    # weight rows add rate · record; the bias row (the last) is left alone
     assert float(decayed[0][0, 1]) == 1.5 and np.isinf(float(decayed[0][0, 0]))
     assert np.array_equal(np.asarray(decayed[0][1]), np.asarray(u[0][1]))
