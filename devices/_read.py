@@ -96,7 +96,7 @@ def bias_line(stored: Array, phys: LayerPhysics, layer: LayerSpec, age: Array) -
     the learner's records) run after ``program`` has rewritten ``stored`` in place, so XLA keeps
     a copy of the whole old synapse array alive in each training step: with 8 cells per
     synapse two copies of 64 MB per hidden layer, and the 8-cell row re-read in every such loop
-    (784-1000-1000-1000, 8 cells: a step of 35-37 ms against 23 ms without;
+    (784-1000-1000-1000, 8 cells: a step of 34-37 ms against 22-24 ms without;
     ``tests/mortal/test_ff.py`` checks the compiled step for copies). On a CPU the row is
     therefore the value of a ``while_loop`` whose trip count XLA cannot know (at least 1: one
     more when ``age`` is NaN, and the body does not depend on its carry), a buffer of its own

@@ -12,7 +12,7 @@ import numpy as np
 import devices
 
 
-def _pyplot():  # import lazily and headless: plotting must work without a display
+def pyplot():  # import lazily and headless: plotting must work without a display
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +43,7 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
     i = jnp.linspace(-1.0, 3.0, 200) if currents is None else jnp.asarray(currents)
     curves = np.asarray(jax.vmap(lambda d: devices.transfer_curves(d, layer, i))(pop))
     nominal = np.asarray(devices.nominal_curve(spec, layer, i))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     colors = plt.get_cmap("tab10")
     k = min(neurons_per_device, curves.shape[1])
@@ -59,16 +59,14 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(path)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_png(fig, path)
 
 
-def _save(fig: object, path: str | os.PathLike[str]) -> Path:
-    plt = _pyplot()
+def save_png(fig: object, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG and close it. The image is written to
+    ``path + '.part'`` and renamed when complete, so an interrupted save leaves no file that
+    looks finished. Returns the path."""
+    plt = pyplot()
     out = Path(path)
     tmp = out.with_name(out.name + ".part")
     fig.savefig(tmp, format="png")  # type: ignore[attr-defined]
@@ -87,7 +85,7 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """
     from mortal import runs
 
-    plt = _pyplot()
+    plt = pyplot()
     pops = runs.populations(run)
     lineage = runs.lineage(run)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=110)
@@ -195,4 +193,4 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     status = runs.status(run)
     fig.suptitle(f"{Path(run).name}  ({status})", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -288,6 +288,13 @@ def estimated_gb(preset: str, width: int, p: int, cells: int = 1) -> float:
     return 2.5 * p * per / 2**30  # input and output populations, temporaries
 
 
+def preset_label(row: dict[str, Any]) -> str:
+    """A row's preset as the table shows it: ``rram``, ``rramx8`` (8 cells per synapse),
+    ``rramx8+1`` (and one overflow cell)."""
+    return row["preset"] + (f"x{row['cells']}" if row.get("cells", 1) != 1 else "") + (
+        f"+{row['overflow_cells']}" if row.get("overflow_cells") else "")
+
+
 def table(rows: list[dict[str, Any]], matmul: float) -> str:
     head = (f"{'section':<8} {'preset':<6} {'widths':<16} {'P':>3} {'prog':<5} {'s/call':>8} "
             f"{'dev-samples/s':>13} {'GFLOP/s':>8} {'% matmul':>8} {'MB/dev':>7}")
@@ -310,8 +317,7 @@ def table(rows: list[dict[str, Any]], matmul: float) -> str:
                          f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}) of {r['pairs']} pairs: "
                          f"{r['rram_ms_per_step']:.1f} / {r['ideal_ms_per_step']:.1f} ms/step")
             continue
-        preset = r["preset"] + (f"x{r['cells']}" if r.get("cells", 1) != 1 else "") + (
-            f"+{r['overflow_cells']}" if r.get("overflow_cells") else "")
+        preset = preset_label(r)
         if r.get("skipped"):
             lines.append(f"{r['section']:<8} {preset:<6} {r['widths']:<16} {r['P']:>3} "
                          f"skipped: {r['skipped']}")

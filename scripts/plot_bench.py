@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -61,12 +60,6 @@ def load(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _ff_rows(rows: list[dict[str, Any]], preset: str, cells: int = 1) -> list[dict[str, Any]]:
-    return [r for r in rows if r["section"] == "ff" and r.get("preset") == preset
-            and r.get("cells", 1) == cells and not r.get("overflow_cells")
-            and not r.get("skipped")]
-
-
 def series(payload: dict[str, Any]) -> dict[str, Any]:
     """What the figure draws, as plain numbers.
 
@@ -83,7 +76,9 @@ def series(payload: dict[str, Any]) -> dict[str, Any]:
     throughput: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
     fraction: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
     scaling: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
-    for r in sorted(_ff_rows(rows, "ideal"), key=lambda r: r["P"]):
+    ideal = [r for r in rows if r["section"] == "ff" and r.get("preset") == "ideal"
+             and not r.get("skipped")]
+    for r in sorted(ideal, key=lambda r: r["P"]):
         width = int(r["widths"].split("-")[1])
         k = (width, r["program"])
         throughput.setdefault(k, ([], []))
@@ -98,8 +93,7 @@ def series(payload: dict[str, Any]) -> dict[str, Any]:
     rram_points: dict[str, tuple[list[int], list[float]]] = {}
     for r in rows:
         if r["section"] == "ff" and r.get("preset") == "rram" and not r.get("skipped"):
-            label = "rram" + (f" ×{r['cells']}" if r.get("cells", 1) != 1 else "") + (
-                f"+{r['overflow_cells']}" if r.get("overflow_cells") else "")
+            label = bench.preset_label(r)
             ps, rates = rram_points.setdefault(label, ([], []))
             ps.append(r["P"])
             rates.append(r["device_samples_per_s"])
@@ -132,11 +126,9 @@ def series(payload: dict[str, Any]) -> dict[str, Any]:
 def plot(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     """Write the four-panel PNG of ``payload`` (a ``bench.py`` result) to ``path``, atomically
     (a ``.part`` file renamed when complete). Returns the ``series`` it drew."""
-    import matplotlib
+    from mortal.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = series(payload)
     env = payload.get("environment", {})
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), dpi=110)
@@ -221,10 +213,7 @@ def plot(payload: dict[str, Any], path: Path) -> dict[str, Any]:
                  f"(FF-shaped), {s['matmul'][1]:.0f} GFLOP/s (2000³)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
     return s
 
 

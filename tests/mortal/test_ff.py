@@ -749,7 +749,7 @@ def test_a_training_step_writes_the_synapses_in_place_without_copying_them(cells
     """The compiled epoch (the command line's program) copies no synapse array per step: every
     loop that reads a layer's old synapses runs before ``program`` rewrites them in place (the
     bias line is read once, ``devices._read.bias_line``). An 8-cell 784-1000-1000-1000 step
-    copied 2 × 64 MB per hidden layer before, and took 35-37 ms against 23 ms after. Without
+    copied 2 × 64 MB per hidden layer before, and took 34-37 ms against 22-24 ms after. Without
     weight decay the learner's arrays are not copied either."""
     import re
 
