@@ -178,58 +178,57 @@ def bench_ff(preset: str, width: int, p: int, steps: int, repeats: int, program:
     return row
 
 
-def bench_paired(width: int, steps: int, pairs: int) -> dict[str, Any]:
-    """``rram`` / ``ideal`` time of one device's FF slice (P = 1, ``map``) from paired calls:
-    both programs compiled, then ``pairs`` rounds that each time one call of each, in
-    alternating order, and the ratio of the two. On a shared machine whose speed drifts by
-    ±25 % between minutes, a ratio of neighbouring calls is steadier than a ratio of medians
-    taken minutes apart. Reports the median ratio and its quartiles."""
-    widths = (784, width, width, width)
-    slices = {name: _ff_slice(name, widths, 1, steps, "map") for name in ("ideal", "rram")}
+def _alternating_calls(slices: dict[Any, tuple[Any, list[Any], float]], pairs: int
+                       ) -> dict[Any, list[float]]:
+    """Seconds of each of two FF slices (``_ff_slice``) over ``pairs`` rounds of one call each,
+    in alternating order, after a compiling call of each; the slices' states are released
+    afterwards. On a shared machine whose speed drifts by ±25 % between minutes, a ratio of
+    neighbouring calls is steadier than a ratio of medians taken minutes apart."""
+    first, second = slices
     for fn, _, _ in slices.values():  # compile and warm up
         jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {"ideal": [], "rram": []}
+    times: dict[Any, list[float]] = {first: [], second: []}
     for i in range(pairs):
-        for name in ("ideal", "rram") if i % 2 == 0 else ("rram", "ideal"):
+        for key in (first, second) if i % 2 == 0 else (second, first):
             t = time.perf_counter()
-            jax.block_until_ready(slices[name][0]())
-            times[name].append(time.perf_counter() - t)
-    ratios = sorted(r / i for r, i in zip(times["rram"], times["ideal"], strict=True))
-    q1, med, q3 = (float(np.percentile(ratios, q)) for q in (25, 50, 75))
+            jax.block_until_ready(slices[key][0]())
+            times[key].append(time.perf_counter() - t)
     for _, held, _ in slices.values():
         held.clear()
     gc.collect()
+    return times
+
+
+def _median_and_quartiles(ratios: list[float]) -> dict[str, float]:
+    q1, med, q3 = (float(np.percentile(ratios, q)) for q in (25, 50, 75))
+    return {"ratio_median": med, "ratio_q1": q1, "ratio_q3": q3}
+
+
+def bench_paired(width: int, steps: int, pairs: int) -> dict[str, Any]:
+    """``rram`` / ``ideal`` time of one device's FF slice (P = 1, ``map``) from paired calls
+    (``_alternating_calls``): the median of the per-round ratios and their quartiles."""
+    widths = (784, width, width, width)
+    times = _alternating_calls(
+        {name: _ff_slice(name, widths, 1, steps, "map") for name in ("ideal", "rram")}, pairs)
+    ratios = [r / i for r, i in zip(times["rram"], times["ideal"], strict=True)]
     return {"section": "paired", "widths": "-".join(map(str, widths)), "P": 1, "steps": steps,
             "pairs": pairs, "ideal_ms_per_step": 1000 * statistics.median(times["ideal"]) / steps,
             "rram_ms_per_step": 1000 * statistics.median(times["rram"]) / steps,
-            "ratio_median": med, "ratio_q1": q1, "ratio_q3": q3, "times": times}
+            **_median_and_quartiles(ratios), "times": times}
 
 
 def bench_scaling_paired(width: int, p: int, steps: int, pairs: int) -> dict[str, Any]:
     """Per-device cost of an ``ideal`` FF slice at P = ``p`` over P = 1 (``map``, the command
-    line's program) from paired calls, as ``bench_paired`` does for ``rram`` / ``ideal``:
-    both programs compiled, then ``pairs`` rounds of one call each in alternating order; per
-    round ``(t_p / p) / t_1``. Reports the median and quartiles of those ratios."""
+    line's program) from paired calls (``_alternating_calls``): per round ``(t_p / p) / t_1``;
+    the median of those ratios and their quartiles."""
     widths = (784, width, width, width)
-    slices = {n: _ff_slice("ideal", widths, n, steps, "map") for n in (1, p)}
-    for fn, _, _ in slices.values():  # compile and warm up
-        jax.block_until_ready(fn())
-    times: dict[int, list[float]] = {1: [], p: []}
-    for i in range(pairs):
-        for n in (1, p) if i % 2 == 0 else (p, 1):
-            t = time.perf_counter()
-            jax.block_until_ready(slices[n][0]())
-            times[n].append(time.perf_counter() - t)
-    ratios = sorted(tp / p / t1 for tp, t1 in zip(times[p], times[1], strict=True))
-    q1, med, q3 = (float(np.percentile(ratios, q)) for q in (25, 50, 75))
-    for _, held, _ in slices.values():
-        held.clear()
-    gc.collect()
+    times = _alternating_calls(
+        {n: _ff_slice("ideal", widths, n, steps, "map") for n in (1, p)}, pairs)
+    ratios = [tp / p / t1 for tp, t1 in zip(times[p], times[1], strict=True)]
     return {"section": "scaling", "widths": "-".join(map(str, widths)), "P": p, "steps": steps,
             "pairs": pairs, "P1_ms_per_step": 1000 * statistics.median(times[1]) / steps,
             "ms_per_device_step": 1000 * statistics.median(times[p]) / p / steps,
-            "ratio_median": med, "ratio_q1": q1, "ratio_q3": q3,
-            "times": {str(n): t for n, t in times.items()}}
+            **_median_and_quartiles(ratios), "times": {str(n): t for n, t in times.items()}}
 
 
 def bench_distill(preset: str, width: int, p: int, steps: int, repeats: int) -> dict[str, Any]:
