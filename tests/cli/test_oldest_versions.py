@@ -1,0 +1,45 @@
+"""``scripts/oldest_versions.py`` pins every dependency to the lower bound ``pyproject.toml``
+states (the environment it builds needs the package index, so it is run by hand, not here)."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+
+
+@pytest.fixture(scope="module")
+def oldest() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import oldest_versions
+
+        yield oldest_versions
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_lower_bounds_read_ge_and_eq_and_skip_what_has_none(oldest: ModuleType) -> None:
+    pyproject = {"project": {
+        "dependencies": ["numpy>=2.0,<3", "Jax >= 0.10.1, <0.11", "tqdm",
+                         "h5py==3.11.0; python_version >= '3.11'"],
+        "optional-dependencies": {"test": ["pytest<10,>=8"], "docs": ["sphinx>=7"]}}}
+    assert oldest.lower_bounds(pyproject) == {"numpy": "2.0", "jax": "0.10.1",
+                                             "h5py": "3.11.0", "pytest": "8"}
+    assert "sphinx" not in oldest.lower_bounds(pyproject)
+
+
+def test_every_dependency_of_the_project_has_a_lower_bound_to_check(oldest: ModuleType) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    bounds = oldest.lower_bounds(pyproject)
+    project = pyproject["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+        name = oldest._REQUIREMENT.match(requirement).group(1).lower()
+        assert name in bounds, f"{requirement!r} states no lower bound"
