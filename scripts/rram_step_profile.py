@@ -9,6 +9,11 @@ Two tables, one JSON file (``scripts/results/rram_step_profile.json``):
   physics replaced at a time (no write noise, no step noise, constant steps instead of soft
   bounds, no d2d spread, ``ideal`` synapses, the ``ideal`` read path, ``ideal`` neurons), and
   ``rram`` with 8 cells per synapse (``SynapseSpec.cells``), with and without one overflow cell.
+  All of these run the benchmark learner (``ff.FFConfig(epochs=10)``). Two more rows (only with
+  ``--only``) run the issue-3 ``rram`` recipe, device and learner, as ``ff_benchmarks.py
+  mnist-rram --cells 8 --input-bound 8 --overflow-cells 1`` and the settings of
+  docs/results.md, session 45 (goodness-belief negatives: an all-label pass of 10 · B rows per
+  step), with and without its overflow cell.
 * **Elementwise costs**: what the write path computes per synapse, timed alone on a
   1001×1000 float32 array (median of 30 jitted calls): a hash uniform, a hash normal and a
   Box–Muller pair from ``devices._noise`` (and the inverse-error-function normal it replaced),
@@ -60,6 +65,7 @@ import numpy as np  # noqa: E402
 from _entry import run_script  # noqa: E402
 from _record import write_json  # noqa: E402
 from _revision import git_revision  # noqa: E402
+from ff_benchmarks import EXPERIMENTS, build  # noqa: E402
 
 import devices  # noqa: E402
 from devices import _device, _noise, _write  # noqa: E402
@@ -95,9 +101,28 @@ def variants() -> dict[str, devices.DeviceSpec]:
     }
 
 
-def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
-    """Milliseconds per training step, one value per timed call."""
-    cfg = ff.FFConfig(epochs=10)
+# the learner of the issue-3 rram recipe (docs/results.md, session 45)
+RECIPE_SETTINGS = {"label_strength": 2.0, "momentum": 0.98, "negative_belief": "goodness",
+                   "lr_decay_start": 0.9, "weight_decay": 0.0}
+RECIPES = {"issue-3 recipe": 1, "issue-3 recipe, no overflow cell": 0}  # overflow cells
+
+
+def recipe(name: str) -> tuple[devices.DeviceSpec, ff.FFConfig]:
+    """The device and learner of an ``issue-3 recipe`` row (50 epochs, as the recipe runs)."""
+    return build(EXPERIMENTS["mnist-rram"], 50, RECIPE_SETTINGS, cells=8, input_bound=8.0,
+                 overflow_cells=RECIPES[name])
+
+
+def setup(name: str) -> tuple[devices.DeviceSpec, ff.FFConfig]:
+    """The device and learner a row times: a variant with the benchmark learner, or a recipe."""
+    return recipe(name) if name in RECIPES else (variants()[name], ff.FFConfig(epochs=10))
+
+
+def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int,
+            cfg: ff.FFConfig | None = None) -> list[float]:
+    """Milliseconds per training step, one value per timed call (``cfg``: the learner; default
+    the benchmark learner, ``ff.FFConfig(epochs=10)``)."""
+    cfg = ff.FFConfig(epochs=10) if cfg is None else cfg
     state = ff.init_population(devices.spawn(spec, 1, jax.random.key(0)), cfg, steps)
     x, y = bench._data(steps, WIDTHS[0])
     keys, order = ff.epoch_keys(jax.random.key(1), 0, 1, cfg)
@@ -115,14 +140,15 @@ def step_ms(spec: devices.DeviceSpec, steps: int, repeats: int) -> list[float]:
     return [1000 * t / steps for t in times]
 
 
-def operation_ms(spec: devices.DeviceSpec, steps: int) -> dict[str, float]:
+def operation_ms(spec: devices.DeviceSpec, steps: int, cfg: ff.FFConfig | None = None
+                 ) -> dict[str, float]:
     """Milliseconds per training step of each compiled XLA operation (summed over its calls),
     from a ``jax.profiler`` trace of three calls of ``steps`` steps; largest first. Operations
     that ran fewer times than there were steps (set-up, data) are left out."""
-    step_ms(spec, steps, 1)  # compile outside the trace
+    step_ms(spec, steps, 1, cfg)  # compile outside the trace
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp):
-            step_ms(spec, steps, 2)
+            step_ms(spec, steps, 2, cfg)
         files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
         with gzip.open(max(files, key=os.path.getmtime)) as f:
             events = json.load(f)["traceEvents"]
@@ -230,8 +256,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" /
                                              "rram_step_profile.json"))
-    parser.add_argument("--only", nargs="+", choices=list(variants()), metavar="VARIANT",
-                        help="time only these step variants (quote names with spaces)")
+    parser.add_argument("--only", nargs="+", choices=[*variants(), *RECIPES], metavar="VARIANT",
+                        help="time only these step variants (quote names with spaces); the "
+                        "issue-3 recipe rows run only when named here")
     parser.add_argument("--trace", action="store_true",
                         help="also time every XLA operation of the timed steps (without "
                              "--only: the ideal and rram steps)")
@@ -248,15 +275,18 @@ def main() -> None:
         "loadavg_start": list(os.getloadavg()), "widths": list(WIDTHS), "batch": B,
         "steps": args.steps, "step_ms": {}, "elementwise_ms_per_1M": {},
     }
-    for name, spec in variants().items():
-        if args.only and name not in args.only:
+    for name in [*variants(), *RECIPES]:
+        if (args.only and name not in args.only) or (not args.only and name in RECIPES):
             continue
-        times = step_ms(spec, args.steps, args.repeats)
+        spec, cfg = setup(name)
+        times = step_ms(spec, args.steps, args.repeats, cfg)
         result["step_ms"][name] = {"median": statistics.median(times), "times": times}
         print(f"{name:<24} {statistics.median(times):6.1f} ms/step", flush=True)
     if args.trace:
-        result["operation_ms_per_step"] = {name: operation_ms(variants()[name], args.steps)
-                                           for name in (args.only or ("ideal", "rram"))}
+        result["operation_ms_per_step"] = {}
+        for name in args.only or ("ideal", "rram"):
+            spec, cfg = setup(name)
+            result["operation_ms_per_step"][name] = operation_ms(spec, args.steps, cfg)
     if args.floor:
         floor = traffic_floor_ms(args.steps, args.repeats)
         result["traffic_floor_ms_per_step"] = floor["ms"]
