@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
+from ._scripts import ROOT, SCRIPTS, import_script
+
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
@@ -110,11 +110,7 @@ def test_an_unreadable_teacher_state_is_one_line(tmp_path: Path) -> None:
 
 
 def test_overrides_are_typed_like_the_command_line() -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from _overrides import parse_overrides
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    parse_overrides = import_script("_overrides").parse_overrides
     parser = argparse.ArgumentParser()
     got = parse_overrides(["label_strength=2", " weight_decay = 0.002", "layer_lr_scale=[1,2,3]"],
                           parser)
@@ -136,11 +132,7 @@ def test_an_unreadable_saved_state_is_one_line(tmp_path: Path, script: str) -> N
 
 
 def test_agreement_between_devices_counts_same_answers_and_who_was_right() -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from _agreement import agreement_table
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    agreement_table = import_script("_agreement").agreement_table
     import numpy as np
 
     y = np.array([0, 1, 2, 3])
@@ -158,11 +150,7 @@ def test_agreement_between_devices_counts_same_answers_and_who_was_right() -> No
 
 
 def test_the_pulse_clip_diagnostic_counts_what_the_clip_cuts() -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import rram_write_traffic as rwt
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    rwt = import_script("rram_write_traffic")
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -202,11 +190,7 @@ def test_the_pulse_clip_diagnostic_counts_what_the_clip_cuts() -> None:
 
 
 def test_the_readout_refit_fits_frozen_measured_features_with_the_learners_rule() -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import readout_refit
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    readout_refit = import_script("readout_refit")
     import dataclasses
 
     import jax
@@ -256,14 +240,6 @@ def test_the_readout_refit_fits_frozen_measured_features_with_the_learners_rule(
         readout_refit.learner_refit(state, xs, labels, cfg1, 0.3, 0.0, 1, 0, None)
 
 
-def _import_script(name: str) -> object:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-
-
 @pytest.mark.full_optimization
 def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
     import dataclasses
@@ -276,7 +252,7 @@ def test_a_student_slice_has_the_bits_of_the_whole_run() -> None:
 
     from ..mortal.test_ff import CFG, W, _data, _tree_equal
 
-    db = _import_script("distill_benchmarks")
+    db = import_script("distill_benchmarks")
     x, y = _data()
     cfg = dataclasses.replace(CFG, epochs=2)
     dcfg = distill.DistillConfig()
@@ -317,7 +293,7 @@ def test_the_label_arm_learns_with_the_students_negatives() -> None:
     import distill
     from mortal import ff
 
-    db = _import_script("distill_benchmarks")
+    db = import_script("distill_benchmarks")
     cfg = ff.FFConfig(epochs=2, momentum=0.98, lr_decay_start=0.9)
     # by default the students learn with the learner's negatives: the arm is the learner
     assert db._label_arm_config(cfg, distill.DistillConfig()) == cfg
@@ -370,7 +346,7 @@ def _slice_row(first: int, last: int, **changes: object) -> dict:
 
 
 def test_an_older_row_reads_with_the_settings_its_revision_used() -> None:
-    rows = _import_script("_rows")
+    rows = import_script("_rows")
     learner = {"learner_config": {"negatives": "hard", "negative_belief": "readout"}}
     old = {**learner, "students": 8}
     full = rows.spelled_out(old)
@@ -386,7 +362,7 @@ def test_an_older_row_reads_with_the_settings_its_revision_used() -> None:
 
 
 def test_merged_slices_are_the_whole_row_and_refuse_what_is_not_one_run() -> None:
-    m = _import_script("merge_distill_slices")
+    m = import_script("merge_distill_slices")
     row = m.merge_rows([_slice_row(1, 4), _slice_row(0, 1)], ["b.json", "a.json"])
     assert row["student_error"] == [0.02, 0.021, 0.022, 0.023]
     assert row["mean_student_error"] == pytest.approx(0.0215)
@@ -476,11 +452,7 @@ def test_the_committed_run_configs_are_the_scripts_experiments() -> None:
     """``scripts/configs/mnist-rram-pop8-cells8-dac8.toml`` (a ``mortal train`` run, which can
     resume) trains the devices and learner that ``ff_benchmarks.py mnist-rram-pop8 --cells 8
     --input-bound 8`` with the issue-3 learner settings would."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import ff_benchmarks as fb
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    fb = import_script("ff_benchmarks")
     from mortal import cli_jobs
     from mortal.config import load_config
 

@@ -3,27 +3,17 @@ states (the environment it builds needs the package index, so it is run by hand,
 
 from __future__ import annotations
 
-import sys
 import tomllib
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
+from ._scripts import ROOT, import_script
 
 
 @pytest.fixture(scope="module")
-def oldest() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import oldest_versions
-
-        yield oldest_versions
-    finally:
-        sys.path.remove(str(SCRIPTS))
+def oldest() -> ModuleType:
+    return import_script("oldest_versions")
 
 
 def test_lower_bounds_read_ge_and_eq_and_skip_what_has_none(oldest: ModuleType) -> None:

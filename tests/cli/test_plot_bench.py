@@ -11,28 +11,21 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
+from ._scripts import ROOT, SCRIPTS, import_script
+
 FULL_RUN = SCRIPTS / "results" / "bench_s13.json"
 PAIRED_RUN = SCRIPTS / "results" / "session45" / "bench_rram_paired_1.json"
 SCALING_RUN = SCRIPTS / "results" / "session46" / "bench_full_b988248.json"
 
 
 @pytest.fixture(scope="module")
-def plot_bench() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import plot_bench
-
-        yield plot_bench
-    finally:
-        sys.path.remove(str(SCRIPTS))
+def plot_bench() -> ModuleType:
+    return import_script("plot_bench")
 
 
 def test_the_panels_draw_the_measured_rows_and_the_summary(plot_bench: ModuleType) -> None:
