@@ -76,12 +76,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the versions and the outcome as JSON")
     parser.add_argument("pytest_args", nargs="*", help="arguments for pytest (after --)")
     args = parser.parse_args()
+    if args.venv is not None and args.venv.exists() and (
+            not args.venv.is_dir() or (any(args.venv.iterdir())
+                                       and not (args.venv / "pyvenv.cfg").exists())):
+        parser.error(f"--venv {args.venv} exists and is not a virtual environment; name a new "
+                     "directory (an existing environment there is replaced)")
 
     bounds = lower_bounds(tomllib.loads((ROOT / "pyproject.toml").read_text()))
     print("lower bounds:", ", ".join(f"{n}=={v}" for n, v in sorted(bounds.items())))
     with tempfile.TemporaryDirectory(prefix="mortal-oldest-") as tmp:
         env_dir = args.venv or Path(tmp) / "venv"
-        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"oldest_versions: cannot make a virtual environment in {env_dir} ({exc}); "
+                  "pass --venv with a writable new directory", file=sys.stderr)
+            return 2
         python = str(env_dir / "bin" / "python")
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(bounds.items())))
