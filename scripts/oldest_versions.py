@@ -65,10 +65,6 @@ def lower_bounds(pyproject: dict, extras: tuple[str, ...] = ("test",)) -> dict[s
     return bounds
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=False, **kw)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, help="where to make the environment (default: a "
@@ -95,22 +91,22 @@ def main() -> int:
         python = str(env_dir / "bin" / "python")
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(bounds.items())))
-        install = _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-c", str(constraints), "-e", f"{ROOT}[test]"],
-                       capture_output=True, text=True)
+        pip = [python, "-m", "pip", "--disable-pip-version-check"]
+        install = subprocess.run([*pip, "install", "--quiet", "-c", str(constraints), "-e",
+                                  f"{ROOT}[test]"], capture_output=True, text=True)
         if install.returncode != 0:
             why = [ln for ln in install.stderr.splitlines() if ln.startswith("ERROR")]
             print(f"oldest_versions: pip cannot install the lower bounds together "
                   f"({why[0] if why else 'see pip'}); raise the bound it names in "
                   "pyproject.toml", file=sys.stderr)
             return 2
-        listed = _run([python, "-m", "pip", "list", "--format", "json",
-                       "--disable-pip-version-check"], capture_output=True, text=True)
+        listed = subprocess.run([*pip, "list", "--format", "json"], capture_output=True,
+                                text=True)
         installed = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
         got = {n: installed.get(n, "?") for n in sorted({*bounds, "jaxlib"})}
         print("installed:", ", ".join(f"{n} {v}" for n, v in got.items()))
-        lint = _run([python, "-m", "ruff", "check", "."], cwd=ROOT)
-        tests = _run([python, "-m", "pytest", *args.pytest_args], cwd=ROOT)
+        lint = subprocess.run([python, "-m", "ruff", "check", "."], cwd=ROOT)
+        tests = subprocess.run([python, "-m", "pytest", *args.pytest_args], cwd=ROOT)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         part = args.out.with_name(args.out.name + ".part")
