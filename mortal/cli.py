@@ -662,9 +662,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # a process of its own (the console script): before JAX starts its backend
-        from mortal.xla_cpu import prefer_wide_vectors
+        from mortal import xla_cpu
 
-        prefer_wide_vectors()
+        xla_cpu.tune()
     parser = build_parser()
     try:
         args, unknown = parser.parse_known_args(argv)

@@ -45,7 +45,7 @@ from mortal.config import (
 from mortal.data import DataError, Dataset
 from mortal.data import load as load_dataset
 from mortal.runlog import PopulationPlan, RunWriter, flatten_tree, unflatten_tree
-from mortal.xla_cpu import xla_flags
+from mortal.xla_cpu import numerics_flags, xla_flags
 
 TRAIN_METRICS = ("ff_loss", "readout_loss", "readout_acc", "g_pos", "g_neg",
                  "val_goodness_error", "val_softmax_error")
@@ -760,7 +760,8 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     if resume:
         written = runs.attributes(path).get("host", {}).get("xla_flags")
         now = xla_flags()
-        if written is not None and written != now and parallel.is_writer():
+        if (written is not None and numerics_flags(written) != numerics_flags(now)
+                and parallel.is_writer()):
             print(f"mortal: warning: {path} was written with XLA_FLAGS={written!r}, this process "
                   f"has {now!r}; the resumed epochs may differ in the last bits from an "
                   "uninterrupted run (set XLA_FLAGS as it was to resume bit for bit)",

@@ -1,20 +1,30 @@
-"""XLA:CPU code generation: wide vectors for the element-wise device physics.
+"""XLA:CPU settings: wide vectors for the device physics, and no needless copies in the loops.
 
-XLA compiles element-wise loops for 256-bit vectors by default, even on CPUs with AVX-512. The
-``rram`` write path (hash noise, Box–Muller pairs, soft-bounds pulse updates: about a hundred
-operations per synapse per step) is mostly arithmetic. On this project's AMD EPYC (AVX-512) VM,
-512-bit vectors cut its loops from about 7.9 to 4.8 ms per step, and an ``rram`` training step
-by 4–16 %. The ``ideal`` step, which is matrix products, is unchanged (BENCHMARKS.md, session
-13).
+Two flags, both in ``XLA_FLAGS`` before JAX starts its CPU backend (at the first computation).
+The ``mortal`` command and the benchmark scripts call ``tune()`` first thing; library users can
+export them themselves (``tune()`` does nothing after JAX has started).
 
-The flag must be in ``XLA_FLAGS`` before JAX starts its CPU backend (at the first computation).
-The ``mortal`` command and the benchmark scripts call ``prefer_wide_vectors()`` first thing;
-library users can export ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512`` themselves. Results
-are deterministic for a given setting; the vector width can change the rounding of sums that
-XLA vectorises, so a run is reproduced bit for bit with the same ``XLA_FLAGS`` (run files and
-benchmark JSON record them) on the same kind of CPU: the same seed and flags gave other bits on
-an AVX2-only EPYC than on an AVX-512 one, even at 256-bit vectors (session 31), so benchmark JSON
-that is to be joined with other runs also records ``cpu_signature()``.
+* ``--xla_cpu_prefer_vector_width=512``, on CPUs with AVX-512 only. XLA compiles element-wise
+  loops for 256-bit vectors by default. The ``rram`` write path (hash noise, Box–Muller pairs,
+  soft-bounds pulse updates: about a hundred operations per synapse per step) is mostly
+  arithmetic. On this project's AMD EPYC (AVX-512) VM, 512-bit vectors cut its loops from about
+  7.9 to 4.8 ms per step, and an ``rram`` training step by 4–16 %. The ``ideal`` step, which is
+  matrix products, is unchanged (BENCHMARKS.md, session 13). The vector width can change the
+  rounding of sums that XLA vectorises.
+* ``--xla_cpu_copy_insertion_use_region_analysis=true``, on every CPU. XLA's default copy
+  insertion keeps a copy of an array that a loop both reads and rewrites whenever it cannot
+  prove the reads come first. With weight decay (the reference recipe's 0.001) that was every
+  layer's record of what the learner sent, 4 MB per 1000 × 1000 layer, copied in every step.
+  The region-based analysis proves the order and drops those copies. It decides only which
+  buffers are copied, not what is computed: the same bits (tested, and the demo's run file and
+  the 1000-wide ``ideal``, ``rram`` and 8-cell recipes compared array for array,
+  BENCHMARKS.md, session 48).
+
+Results are deterministic for given flags. A run is reproduced bit for bit with the same vector
+width (run files and benchmark JSON record ``XLA_FLAGS``) on the same kind of CPU: the same seed
+and flags gave other bits on an AVX2-only EPYC than on an AVX-512 one, even at 256-bit vectors
+(session 31), so benchmark JSON that is to be joined with other runs also records
+``cpu_signature()``.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 VECTOR_FLAG = "--xla_cpu_prefer_vector_width"
+REGION_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
 
 
 def has_avx512(cpuinfo: str | None = None) -> bool:
@@ -83,6 +94,37 @@ def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None,
         return False
     env["XLA_FLAGS"] = f"{flags} {VECTOR_FLAG}=512".strip()
     return True
+
+
+def avoid_loop_copies(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Add ``--xla_cpu_copy_insertion_use_region_analysis=true`` to ``XLA_FLAGS``, unless the
+    user already set that flag either way. Call it before the first JAX computation of the
+    process (it has no effect after). Returns whether the flag was added."""
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if REGION_FLAG in flags:
+        return False
+    env["XLA_FLAGS"] = f"{flags} {REGION_FLAG}=true".strip()
+    return True
+
+
+def tune(environ: MutableMapping[str, str] | None = None, cpuinfo: str | None = None
+         ) -> list[str]:
+    """Both settings of this module (``prefer_wide_vectors`` and ``avoid_loop_copies``), each
+    only where the user has not chosen it. Returns the flags added."""
+    added = []
+    if prefer_wide_vectors(environ, cpuinfo):
+        added.append(f"{VECTOR_FLAG}=512")
+    if avoid_loop_copies(environ):
+        added.append(f"{REGION_FLAG}=true")
+    return added
+
+
+def numerics_flags(flags: str) -> list[str]:
+    """The settings of an ``XLA_FLAGS`` string that can change a result's bits: every flag but
+    the copy-insertion analysis, sorted. Two runs whose lists are equal compute the same bits on
+    the same kind of CPU."""
+    return sorted(f for f in flags.split() if f.split("=", 1)[0] != REGION_FLAG)
 
 
 def xla_flags() -> str:

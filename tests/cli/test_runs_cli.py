@@ -22,6 +22,7 @@ import pytest
 from mortal import runs
 from mortal.cli import main
 from mortal.runlog import acquire_lock, release_lock
+from mortal.xla_cpu import REGION_FLAG, VECTOR_FLAG, has_avx512
 
 TINY = ["--set", "data.train_limit=600", "--set", "data.eval_limit=100",
         "--set", "device.widths=[74,16,16]", "--set", "device.population=2",
@@ -241,7 +242,11 @@ def test_resume_under_other_xla_flags_warns(tmp_path: Path) -> None:
             "--set", "train.epochs=1", "--set", "run.phases=[\"train\"]"]
     assert _run("spawn", "-o", str(path), *tiny).returncode == 0
     written = runs.attributes(path)["host"]["xla_flags"]
-    assert written == ENV.get("XLA_FLAGS", "") or "--xla_cpu_prefer_vector_width=512" in written
+    # the command's own XLA:CPU settings (mortal.xla_cpu.tune) are recorded with the user's
+    assert ENV.get("XLA_FLAGS", "") in written
+    assert REGION_FLAG in written
+    if VECTOR_FLAG not in ENV.get("XLA_FLAGS", ""):
+        assert (f"{VECTOR_FLAG}=512" in written) == has_avx512()
     other = {**ENV, "XLA_FLAGS": "--xla_cpu_prefer_vector_width=128"}
     r = subprocess.run([sys.executable, "-m", "mortal", "train", "--resume", str(path)],
                        env=other, capture_output=True, text=True, timeout=600)
