@@ -1,8 +1,9 @@
 """XLA:CPU settings: wide vectors for the device physics, and no needless copies in the loops.
 
 Two flags, both in ``XLA_FLAGS`` before JAX starts its CPU backend (at the first computation).
-The ``mortal`` command and the benchmark scripts call ``tune()`` first thing; library users can
-export them themselves (``tune()`` does nothing after JAX has started).
+The ``mortal`` command and the benchmark scripts call ``tune()`` first thing (``MORTAL_XLA_TUNE=0``
+in the environment turns it off); library users can export the flags themselves, or call
+``tune()`` before JAX starts (it has no effect after).
 
 * ``--xla_cpu_prefer_vector_width=512``, on CPUs with AVX-512 only. XLA compiles element-wise
   loops for 256-bit vectors by default. The ``rram`` write path (hash noise, Box–Muller pairs,
@@ -36,6 +37,7 @@ from pathlib import Path
 
 VECTOR_FLAG = "--xla_cpu_prefer_vector_width"
 REGION_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
+TUNE_SWITCH = "MORTAL_XLA_TUNE"  # "0": tune() adds no flag
 
 
 def has_avx512(cpuinfo: str | None = None) -> bool:
@@ -111,11 +113,15 @@ def avoid_loop_copies(environ: MutableMapping[str, str] | None = None) -> bool:
 def tune(environ: MutableMapping[str, str] | None = None, cpuinfo: str | None = None
          ) -> list[str]:
     """Both settings of this module (``prefer_wide_vectors`` and ``avoid_loop_copies``), each
-    only where the user has not chosen it. Returns the flags added."""
+    only where the user has not chosen it; none where ``MORTAL_XLA_TUNE=0`` (for an XLA that
+    no longer knows a flag: XLA stops the process at an unknown one). Returns the flags added."""
+    env = os.environ if environ is None else environ
+    if env.get(TUNE_SWITCH, "1").strip() == "0":
+        return []
     added = []
-    if prefer_wide_vectors(environ, cpuinfo):
+    if prefer_wide_vectors(env, cpuinfo):
         added.append(f"{VECTOR_FLAG}=512")
-    if avoid_loop_copies(environ):
+    if avoid_loop_copies(env):
         added.append(f"{REGION_FLAG}=true")
     return added
 

@@ -19,7 +19,8 @@
 #     GPU_SESSION_DRY=1 OUT=/tmp/gpu-dry bash scripts/gpu_session.sh
 #
 # Stages, in order (each has a limit of its own; the run stops at the budget):
-#   env       versions, nvidia-smi, jax.devices()
+#   env       versions, nvidia-smi, jax.devices(); then whether this jax takes the XLA:CPU flags
+#             that the scripts add (mortal.xla_cpu.tune), else MORTAL_XLA_TUNE=0
 #   deps      installs optax, tqdm, h5py from .gpu_wheels, only those the image lacks
 #   digits    ff_benchmarks.py digits-ideal: a 3.5-s CPU run whose accuracy target (>= 96.5 %)
 #             says that the code still learns on this jax and backend
@@ -69,6 +70,13 @@ BENCH=("$PY" scripts/bench.py --max-gb 60 "${EXTRA[@]}")
 stage env 30 bash -c 'nvidia-smi || true; "$PY" --version; "$PY" -c "import jax, numpy; \
 print(\"jax\", jax.__version__, \"numpy\", numpy.__version__, jax.devices())"; \
 "$PY" -m pip list 2>/dev/null | grep -iE "^(jax|jaxlib|jax-cuda|nvidia-|numpy|optax|tqdm|absl)" || true'
+# the scripts add XLA:CPU flags (mortal.xla_cpu.tune); an XLA that does not know one stops the
+# process at its start, so where this image's jax refuses them, the stages run without them
+if ! XLA_FLAGS="--xla_cpu_prefer_vector_width=512 --xla_cpu_copy_insertion_use_region_analysis=true" \
+  timeout 60 "$PY" -c "import jax; jax.numpy.zeros(1).block_until_ready()" >/dev/null 2>&1; then
+  export MORTAL_XLA_TUNE=0
+  echo "[flags] this jax refuses mortal.xla_cpu's flags: MORTAL_XLA_TUNE=0" | tee -a "$OUT/stages.txt"
+fi
 stage deps 30 bash -c 'missing=(); for m in optax tqdm h5py; do "$PY" -c "import $m" 2>/dev/null \
 || missing+=("$m"); done; echo "missing: ${missing[*]:-none}"; [ ${#missing[@]} -eq 0 ] \
 || "$PY" -m pip install --no-index --find-links .gpu_wheels "${missing[@]}"'

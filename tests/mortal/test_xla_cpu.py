@@ -70,6 +70,9 @@ def test_tune_adds_both_flags_once_and_never_over_a_users_choice() -> None:
     assert avx2["XLA_FLAGS"] == f"{REGION_FLAG}=true"
     off = {"XLA_FLAGS": f"{REGION_FLAG}=false"}
     assert not avoid_loop_copies(off) and off["XLA_FLAGS"] == f"{REGION_FLAG}=false"
+    switched_off = {"MORTAL_XLA_TUNE": "0", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert tune(switched_off, ZEN4) == []
+    assert switched_off["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
 
 
 def test_only_the_copy_insertion_flag_is_left_out_of_the_numerics() -> None:
