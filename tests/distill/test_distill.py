@@ -14,7 +14,7 @@ import devices
 import distill
 from mortal import ff
 
-from ..mortal.test_ff import CFG, N_CLASSES, W, _data, _poison, _tree_equal
+from ..mortal.test_ff import CFG, N_CLASSES, POISONED, W, _data, _poison, _tree_equal
 
 
 def _teacher(epochs: int = 3) -> ff.FFState:
@@ -35,13 +35,14 @@ def _students(n: int, dcfg: distill.DistillConfig, preset: str = "rram") -> ff.F
 
 def _distill(students: ff.FFState, teacher: ff.FFState, dcfg: distill.DistillConfig,
              student_keys: jax.Array, teacher_bench: ff.Bench = ff.BENCH,
-             labels: jax.Array | None = None, chunk: int = 0) -> ff.FFState:
+             labels: jax.Array | None = None, chunk: int = 0,
+             student_bench: ff.Bench = ff.BENCH) -> ff.FFState:
     x, _ = _data()
     for e in range(2):
         students, _ = distill.distill_epoch(students, teacher, x, labels, jax.random.key(30 + e),
                                             jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(
                                                 student_keys),
-                                            cfg=CFG, dcfg=dcfg, student_bench=ff.BENCH,
+                                            cfg=CFG, dcfg=dcfg, student_bench=student_bench,
                                             teacher_bench=teacher_bench, chunk=chunk)
     return students
 
@@ -172,6 +173,23 @@ def test_students_only_ever_measure_the_teacher() -> None:
     assert _tree_equal(sealed.device, honest.device)
 
 
+def test_students_learn_through_their_bench_only() -> None:
+    """Students whose physics and state are stored bit-inverted, distilled through a bench that
+    un-inverts them, end with bit for bit the (inverted) devices and the readouts of honest
+    students: a student step that read its own device directly would have seen garbage."""
+    teacher = _teacher(1)
+    dcfg = distill.DistillConfig()
+    keys = jax.random.split(jax.random.key(41), 2)
+    students = _students(2, dcfg)
+    honest = _distill(students, teacher, dcfg, keys)
+    assert not _tree_equal(honest.device.state, students.device.state)  # they learned
+    poisoned = dataclasses.replace(students, device=jax.vmap(_poison)(students.device))
+    assert not _tree_equal(poisoned.device.state, students.device.state)  # the poison is real
+    sealed = _distill(poisoned, teacher, dcfg, keys, student_bench=POISONED)
+    assert _tree_equal(jax.vmap(_poison)(sealed.device), honest.device)
+    assert _tree_equal(sealed.readout, honest.readout)
+
+
 @pytest.mark.full_optimization
 def test_vmapped_one_to_many_equals_separate_runs() -> None:
     teacher = _teacher(1)
@@ -214,15 +232,48 @@ def test_students_in_groups_of_one_have_the_bits_of_separate_runs() -> None:
 
 
 def test_ensemble_targets_are_the_mean_of_member_probabilities() -> None:
-    teacher = _teacher(1)
+    """Two different (noiseless) teachers: the targets are ``mean_k softmax(z_k / T)`` of the
+    members' goodness scores, measurably not ``softmax(mean_k z_k / T)``; one teacher stacked
+    twice gives that teacher's own targets."""
+    first, second = _teacher(1), _teacher(3)
     x, _ = _data(8)
-    pair = jax.tree.map(lambda a: jnp.concatenate([a, a]), teacher)
-    one = distill.ensemble_probabilities(teacher, x, CFG, temperature=20.0, source="goodness",
+    t = 2.0  # low enough that the mean of softmaxes and the softmax of the mean differ
+    pair = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second)
+    got = distill.ensemble_probabilities(pair, x, CFG, temperature=t, source="goodness",
                                          key=jax.random.key(0))
-    two = distill.ensemble_probabilities(pair, x, CFG, temperature=20.0, source="goodness",
+    z = [ff.goodness_scores(jax.tree.map(lambda a: a[0], m).device, x, CFG, None)
+         for m in (first, second)]
+    p = [jax.nn.softmax(zk / t, axis=-1) for zk in z]
+    assert float(jnp.abs(p[0] - p[1]).max()) > 0.1  # the members really disagree
+    np.testing.assert_allclose(got, (p[0] + p[1]) / 2, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(got - jax.nn.softmax((z[0] + z[1]) / 2 / t, axis=-1)).max()) > 1e-3
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
+    twice = jax.tree.map(lambda a: jnp.concatenate([a, a]), first)
+    one, two = (distill.ensemble_probabilities(m, x, CFG, temperature=t, source="goodness",
+                                               key=jax.random.key(0)) for m in (first, twice))
+    np.testing.assert_allclose(one, p[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
+
+
+def test_readout_source_targets_are_the_softmax_of_the_readout_logits() -> None:
+    """``source = "readout"``: the targets are ``softmax(readout logits / T)`` of the teacher's
+    one neutral-label pass, not its goodness softmax; a distillation epoch with that source
+    reads the teacher once per step on the minibatch with the neutral label."""
+    teacher = _teacher(1)
+    single = jax.tree.map(lambda a: a[0], teacher)
+    x, _ = _data(8)
+    t = 2.0
+    got = distill.ensemble_probabilities(teacher, x, CFG, temperature=t, source="readout",
                                          key=jax.random.key(0))
-    np.testing.assert_allclose(one, two, rtol=1e-5)
-    np.testing.assert_allclose(one.sum(-1), 1.0, rtol=1e-5)
+    want = jax.nn.softmax(ff.readout_logits(single, x, CFG, None) / t, axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(want - 1 / N_CLASSES).max()) > 0.01  # the readout is not flat
+    by_goodness = jax.nn.softmax(ff.goodness_scores(single.device, x, CFG, None) / t, axis=-1)
+    assert float(jnp.abs(got - by_goodness).max()) > 0.1
+    _, seen = _inputs_seen(distill.DistillConfig(source="readout"), teacher)
+    for read in seen["teacher"]:
+        assert read.shape == (CFG.batch_size, W[0])
+        np.testing.assert_array_equal(read[:, :N_CLASSES], 1 / N_CLASSES)
 
 
 def test_repeated_teacher_reads_average_out_read_noise() -> None:
@@ -271,9 +322,21 @@ def test_chain_records_a_complete_lineage() -> None:
                 rec["jitter"]) == (dcfg.goodness_kl_weight, dcfg.goodness_kl_temperature,
                                    dcfg.negatives, dcfg.jitter)
         assert rec["recipe"] == "rram" and rec["epochs"] == 1
-    # every generation is a different, fresh instance
+    # every generation is a different, fresh instance: the device of its recorded fab seed
     gains = [np.asarray(devices.inspect(s.device)["layers"][0]["gain"]) for s in states[1:]]
     assert not np.array_equal(gains[0], gains[1])
+    spec = devices.preset("rram", W)
+    for g, rec in enumerate(lineage, start=1):
+        fresh = devices.fabricate(spec, jax.random.key(rec["fab_seed"]))
+        assert _tree_equal(states[g].device.physics, fresh.physics)
+    # generation 2 learned from generation 1: it is the first generation of a chain founded by
+    # generation 1 (fab seed 6 + 1 = 5 + 2, the same run), not of one founded by generation 0
+    again, _ = distill.chain(states[1], spec, 1, x, None, CFG, dcfg, epochs=1, seed=6,
+                             transfer_set="toy")
+    assert _tree_equal(again[1], states[2])
+    from_founder, _ = distill.chain(states[0], spec, 1, x, None, CFG, dcfg, epochs=1, seed=6,
+                                    transfer_set="toy")
+    assert not _tree_equal(from_founder[1].device.state, states[2].device.state)
 
 
 # --- the control arm, fidelity, transfer sets, bias ----------------------------------------------
@@ -299,6 +362,14 @@ def test_fidelity_metrics() -> None:
     s = np.array([[0.8, 0.2], [0.6, 0.4], [0.6, 0.4]])
     y = np.array([0, 1, 1])
     f = distill.fidelity(t, s, y, 2)
+    kl_ts = np.mean([np.sum(a * np.log(a / b)) for a, b in zip(t, s, strict=True)])
+    kl_st = np.mean([np.sum(b * np.log(b / a)) for a, b in zip(t, s, strict=True)])
+    # example by example: 0.9 ln(9/8) + 0.1 ln(1/2), 0.2 ln(1/3) + 0.8 ln 2, 0
+    assert kl_ts == pytest.approx((0.9 * np.log(9 / 8) + 0.1 * np.log(0.5)
+                                   + 0.2 * np.log(1 / 3) + 0.8 * np.log(2)) / 3)
+    assert f["kl"] == pytest.approx(kl_ts, rel=1e-9)  # KL(teacher ‖ student), not reversed
+    assert abs(kl_st - kl_ts) > 0.01
+    assert distill.fidelity(s, t, y, 2)["kl"] == pytest.approx(kl_st, rel=1e-9)
     assert f["agreement"] == pytest.approx(2 / 3)
     assert f["teacher_accuracy"] == pytest.approx(2 / 3)
     assert f["student_accuracy"] == pytest.approx(1 / 3)
@@ -313,7 +384,16 @@ def test_transfer_sets() -> None:
     part = distill.random_fraction(x, 0.2, seed=1)
     assert part.shape == (10, 2) and len(np.unique(part[:, 0])) == 10
     assert not np.isin(y[np.isin(x[:, 0], distill.without_classes(x, y, (3,))[:, 0])], 3).any()
-    assert distill.noise_inputs(7, 4).shape == (7, 4)
+    np.testing.assert_array_equal(distill.without_classes(x, y, (3,)), x[y != 3])
+    np.testing.assert_array_equal(distill.without_classes(x, y, (1, 3)),
+                                  x[(y != 1) & (y != 3)])
+    noise = distill.noise_inputs(7, 4)
+    assert noise.shape == (7, 4) and noise.dtype == np.float32
+    many = distill.noise_inputs(500, 8, seed=3)  # uniform on [0, 1], as its docstring says
+    assert many.min() >= 0.0 and many.max() <= 1.0
+    assert many.min() < 0.01 and many.max() > 0.99 and abs(many.mean() - 0.5) < 0.02
+    np.testing.assert_array_equal(distill.noise_inputs(7, 4), noise)  # the seed decides
+    assert not np.array_equal(distill.noise_inputs(7, 4, seed=1), noise)
     h = distill.hybrid_inputs(np.random.default_rng(0).uniform(size=(9, 16)).astype(np.float32),
                               5, (4, 4))
     assert h.shape == (5, 16)

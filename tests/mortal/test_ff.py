@@ -45,6 +45,30 @@ def _tree_equal(a: object, b: object) -> bool:
                                       for u, v in zip(la, lb, strict=True))
 
 
+def _one_step(cfg: ff.FFConfig, x: jax.Array, y: jax.Array, key: jax.Array
+              ) -> tuple[devices.Device, list[np.ndarray], dict[str, jax.Array]]:
+    """One ``train_step`` (the first of the schedule) of a fresh learner on an ``ideal`` device
+    (fab key 0): the device before it, each layer's weight change, and the step's metrics."""
+    d = devices.fabricate(devices.preset("ideal", W), jax.random.key(0))
+    new, metrics = jax.jit(ff.train_step, static_argnums=(4, 5))(ff.init(d, cfg, 4), x, y, key,
+                                                                 cfg, 4)
+    return d, [np.asarray(b - a, np.float64) for a, b in
+               zip(d.state.weights, new.device.state.weights, strict=True)], metrics
+
+
+def _assert_step_is(change: list[np.ndarray], grads: tuple[jax.Array, ...], cfg: ff.FFConfig
+                    ) -> None:
+    """Without momentum and weight decay an ``ideal`` device's first weight change is
+    ``−lr · schedule(0) · grads`` (the schedule's first multiplier is 1)."""
+    assert cfg.momentum == 0 and cfg.weight_decay == 0
+    rate = cfg.lr * float(ff.schedule(cfg, 4)(0))
+    assert rate == cfg.lr
+    for dw, g in zip(change, grads, strict=True):
+        want = -rate * np.asarray(g, np.float64)
+        assert np.abs(want).max() > 1e-4  # not a vacuous comparison
+        np.testing.assert_allclose(dw, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
 # --- the rule is Forward-Forward -------------------------------------------------------------
 
 def test_ideal_request_equals_autodiff_gradient_of_the_layer_local_loss() -> None:
@@ -153,6 +177,31 @@ def test_goodness_kl_training_uses_rows_of_one_all_label_pass_and_learns() -> No
                                            bench=ff.BENCH)
         for wa, wb in zip(kl.device.state.weights, state.device.state.weights, strict=True):
             np.testing.assert_allclose(wa[i], wb[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_goodness_kl_step_descends_the_sum_of_the_ff_and_kl_gradients() -> None:
+    """On an ``ideal`` device without momentum or weight decay one step with κ > 0 changes the
+    weights by ``−lr · (ff_gradients + goodness_kl_gradients)``, both computed from the rows of
+    the one all-label measurement (positives: the labels; negatives: drawn from the untrained,
+    all-zero readout's belief with the step's key). The KL part is large enough that a step
+    that subtracted it (or left it out) would miss by far more than the tolerance."""
+    cfg = dataclasses.replace(CFG, goodness_kl_weight=0.5, readout_temperature=4.0,
+                              momentum=0.0, weight_decay=0.0)
+    x, y = _data(10)
+    key = jax.random.key(11)
+    d, change, _ = _one_step(cfg, x, y, key)
+    _, k_neg, _, k_m1, *_ = jax.random.split(key, 7)
+    q = jax.nn.one_hot(y, N_CLASSES)
+    m_all = devices.measure(d, ff.embed_all_classes(x, cfg), key=k_m1)
+    negatives = ff.sample_negatives(k_neg, y, jnp.zeros((10, N_CLASSES)), cfg, q)
+    rows = jnp.arange(10)
+    m_pos = jax.tree.map(lambda a: a[y * 10 + rows], m_all)
+    m_neg = jax.tree.map(lambda a: a[negatives * 10 + rows], m_all)
+    g_ff, _ = ff.ff_gradients(m_pos, m_neg, d.spec, cfg)
+    g_kl = ff.goodness_kl_gradients(m_all, q, cfg)
+    _assert_step_is(change, jax.tree.map(jnp.add, g_ff, g_kl), cfg)
+    for idx in (1, 2):  # the KL part is not lost in the tolerance
+        assert float(jnp.abs(g_kl[idx]).max()) > 0.2 * float(jnp.abs(g_ff[idx]).max())
 
 
 def test_goodness_kl_start_switches_the_term_on_at_its_fraction_of_the_schedule() -> None:
@@ -288,13 +337,28 @@ def _poisoned_program(d: devices.Device, requests: tuple, *, key: jax.Array) -> 
 POISONED = ff.Bench(measure=_poisoned_measure, program=_poisoned_program)
 
 
-def test_learning_uses_only_measure_and_program_never_the_physics() -> None:
+SEALED_CONFIGS = {
+    "default": CFG,
+    # every label in one pass: the goodness-KL term and negatives from the goodness belief
+    "all_label": dataclasses.replace(CFG, goodness_kl_weight=0.05, negative_belief="goodness"),
+    # hybrid-image negatives, no label lines
+    "unsupervised": dataclasses.replace(CFG, mode="unsupervised", image_shape=(4, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEALED_CONFIGS))
+def test_learning_uses_only_measure_and_program_never_the_physics(name: str) -> None:
+    """Training devices whose physics and state are stored bit-inverted, through a bench that
+    un-inverts them, gives bit for bit the (inverted) weights, metrics and readout of honest
+    training, for the default learner, the all-label pass and unsupervised mode."""
+    cfg = SEALED_CONFIGS[name]
     pop = devices.spawn(devices.preset("harsh", W), 2, jax.random.key(3))
     x, y = _data()
-    honest, m_honest = _train(pop, y, x, 2)
+    honest, m_honest = _train(pop, y, x, 2, cfg=cfg)
     poisoned_handles = jax.vmap(_poison)(pop)
     assert not _tree_equal(poisoned_handles.state, pop.state)  # the poison is real
-    sealed, m_sealed = _train(poisoned_handles, y, x, 2, bench=POISONED)
+    assert not _tree_equal(honest.device.state, pop.state)  # and the run learned something
+    sealed, m_sealed = _train(poisoned_handles, y, x, 2, cfg=cfg, bench=POISONED)
     # a learner that read weights or physics itself would have seen garbage and diverged
     assert _tree_equal(jax.vmap(_poison)(sealed.device), honest.device)
     assert _tree_equal(m_sealed, m_honest)
@@ -669,19 +733,58 @@ def test_learning_separates_positive_from_negative_goodness() -> None:
 # --- unsupervised negatives --------------------------------------------------------------------
 
 def test_hybrid_masks_are_binary_and_blobby() -> None:
+    """Masks are 0/1, about half ones, and a pixel equals both its right and its lower
+    neighbour far more often than raw random bits do (0.5): blurred along both axes."""
     m = np.asarray(ff.hybrid_masks(jax.random.key(0), 64, (28, 28), 6)).reshape(64, 28, 28)
     assert set(np.unique(m)) <= {0.0, 1.0}
     assert 0.3 < m.mean() < 0.7
     same_as_right = (m[:, :, 1:] == m[:, :, :-1]).mean()
+    same_as_below = (m[:, 1:, :] == m[:, :-1, :]).mean()
     assert same_as_right > 0.85  # large regions, unlike raw random bits (0.5)
+    assert same_as_below > 0.85
 
 
 def test_hybrid_images_mix_two_real_images() -> None:
-    cfg = ff.FFConfig(mode="unsupervised", image_shape=(4, 5))
-    x = jax.random.uniform(jax.random.key(0), (8, 20))
+    """``h = m·a + (1 − m)·b`` exactly, with ``m`` the masks of the same key, ``a`` the batch
+    and ``b`` the batch rolled by one; where a and b differ, a share of the pixels well inside
+    (0, 1) comes from each image."""
+    cfg = ff.FFConfig(mode="unsupervised", image_shape=(6, 6))
+    x = jax.random.uniform(jax.random.key(0), (32, 36))
     h = np.asarray(ff.hybrid_images(jax.random.key(1), x, cfg))
     a, b = np.asarray(x), np.roll(np.asarray(x), 1, axis=0)
     assert np.all((h == a) | (h == b))
+    m = np.asarray(ff.hybrid_masks(jax.random.key(1), 32, (6, 6), cfg.hybrid_blurs))
+    np.testing.assert_array_equal(h, m * a + (1.0 - m) * b)
+    from_a = np.mean(h[a != b] == a[a != b])
+    assert 0.25 < from_a < 0.75
+    assert np.mean(h == a, axis=1).std() > 0.1  # images differ in their shares (own masks)
+
+
+def test_an_unsupervised_step_contrasts_real_images_with_their_hybrids() -> None:
+    """Unsupervised mode: the positive pass is the real images (no label lines), the negative
+    pass their hybrids (``hybrid_images`` with the step's key). On an ``ideal`` device without
+    momentum or weight decay the step's weight change is ``−lr · ff_gradients`` of those two
+    measurements and its negative goodness is the hybrids'; with the real images measured
+    again as negatives both would be far off."""
+    cfg = dataclasses.replace(CFG, mode="unsupervised", image_shape=(4, 5), momentum=0.0,
+                              weight_decay=0.0)
+    x, y = _data(10)
+    key = jax.random.key(11)
+    d, change, metrics = _one_step(cfg, x, y, key)
+    k_hyb = jax.random.split(key, 7)[6]
+    hybrids = ff.hybrid_images(k_hyb, x, cfg)
+    m_pos, m_neg, m_real = (devices.measure(d, a) for a in (x, hybrids, x))
+    _assert_step_is(change, ff.ff_gradients(m_pos, m_neg, d.spec, cfg)[0], cfg)
+    g_neg = float(ff.goodness(m_neg.outputs)[-1].mean())
+    g_pos = float(ff.goodness(m_pos.outputs)[-1].mean())
+    assert float(metrics["g_neg"]) == pytest.approx(g_neg, rel=1e-5)
+    assert float(metrics["g_pos"]) == pytest.approx(g_pos, rel=1e-5)
+    assert abs(g_neg - g_pos) > 1e-3 * g_pos  # the metric tells hybrids from real images
+    # at fab time only the first layer's goodness lies near its threshold, so its request is
+    # where the negatives show: a step with the real images as negatives misses it by far more
+    # than the tolerance (the deeper layers' negative errors are ~0 either way)
+    wrong = ff.ff_gradients(m_pos, m_real, d.spec, cfg)[0][0]
+    assert np.abs(change[0] + cfg.lr * np.asarray(wrong)).max() > 0.02 * np.abs(change[0]).max()
 
 
 def test_invalid_learner_config_is_a_clear_error() -> None:
