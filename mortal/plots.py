@@ -1,4 +1,5 @@
-"""Figures (matplotlib, PNG). Analysis code: it may use ``devices.inspect``; learners never do."""
+"""Figures (matplotlib: PNG, PDF or SVG, as the file's suffix says). Analysis code: it may use
+``devices.inspect``; learners never do."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import devices
+
+# the figure formats written, by file suffix (compared in lower case)
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 
 def pyplot():  # import lazily and headless: plotting must work without a display
@@ -28,7 +32,8 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
 
     Args:
         population: a population (``spawn``) or a single device.
-        path: where to write the PNG (written atomically: a temporary file, then renamed).
+        path: where to write the figure: a ``.png``, ``.pdf`` or ``.svg`` file (written
+            atomically: a temporary file, then renamed).
         layer: which layer's neurons (0-based).
         neurons_per_device: how many neurons of each device to draw (the first ones).
         currents: ``(K,)`` input currents to sweep (normalised current units); default
@@ -36,6 +41,7 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
     Returns:
         The path written.
     """
+    figure_format(path)  # an unknown suffix fails before the drawing
     spec = population.spec
     if not 0 <= layer < spec.n_layers:
         raise ValueError(f"layer must be in [0, {spec.n_layers - 1}], got {layer}")
@@ -59,24 +65,51 @@ def plot_transfer_curves(population: devices.Device, path: str | os.PathLike[str
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_figure(fig, path)
 
 
-def save_png(fig: object, path: str | os.PathLike[str]) -> Path:
-    """Write a matplotlib figure to ``path`` as PNG and close it. The image is written to
-    ``path + '.part'`` and renamed when complete, so an interrupted save leaves no file that
-    looks finished. Returns the path."""
+def figure_format(path: str | os.PathLike[str]) -> str:
+    """The format a figure at ``path`` is written in, from its suffix (``FORMATS``); raises
+    ``ValueError`` for another suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: name a {', '.join(list(FORMATS)[:-1])} or "
+                         f"{list(FORMATS)[-1]} file (the suffix picks the figure's format)")
+    return FORMATS[suffix]
+
+
+def save_figure(fig: object, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure to ``path`` in the format its suffix names (``.png``, ``.pdf``
+    or ``.svg``) and close it. The image is written to ``path + '.part'`` and renamed when
+    complete, so an interrupted save leaves no file that looks finished. Returns the path."""
     plt = pyplot()
     out = Path(path)
     tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, format="png")  # type: ignore[attr-defined]
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        fmt = figure_format(path)
+        fig.savefig(tmp, format=fmt)  # type: ignore[attr-defined]
+        os.replace(tmp, out)
+    except OSError as exc:  # a full disk: name the file the user gave, not the temporary one
+        tmp.unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(out)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return out
 
 
+def save_png(fig: object, path: str | os.PathLike[str]) -> Path:
+    """``save_figure`` under its former name (the format follows the suffix)."""
+    return save_figure(fig, path)
+
+
 def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """One PNG summarising a run file (read with ``mortal.runs`` only; live files work).
+    """One figure summarising a run file (read with ``mortal.runs`` only; live files work),
+    written to ``path``: PNG, PDF or SVG as its suffix says.
 
     Panels: population learning curves (median validation error and the min–max spread, per
     population); final test error of every device (the teacher marked); distillation fidelity
@@ -85,6 +118,7 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """
     from mortal import runs
 
+    figure_format(path)  # an unknown suffix fails before the drawing
     plt = pyplot()
     pops = runs.populations(run)
     lineage = runs.lineage(run)
@@ -193,4 +227,4 @@ def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     status = runs.status(run)
     fig.suptitle(f"{Path(run).name}  ({status})", fontsize=11)
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_figure(fig, path)

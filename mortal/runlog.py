@@ -15,8 +15,9 @@ How a run file survives a crash (schema in ``docs/log-format.md``):
 * One writer at a time: the writer holds an exclusive lock on ``RUN.h5.lock`` (``flock``; the
   kernel releases it when the process dies, however it dies).
 
-A full disk or any other write failure raises ``RunWriteError``; the file keeps its completed
-epochs and can be resumed.
+A full disk or any other write failure raises ``RunWriteError`` with a one-line reason. While
+appending, the file keeps its completed epochs and can be resumed; while creating or resuming,
+the ``.part`` file is deleted, so a new run leaves no file and a resumed one is left as it was.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class RunLockedError(RuntimeError):
 
 
 class RunWriteError(RuntimeError):
-    """Writing the run file failed (full disk, I/O error); completed epochs are kept."""
+    """Writing the run file failed (full disk, I/O error); its message is one line. Appending:
+    completed epochs are kept. Creating or resuming: no ``.part`` file is left, and the file is
+    as it was. After a failed HDF5 write the process should exit without closing HDF5 files
+    (``os._exit``, as the command line does): HDF5 would try the write again."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,13 @@ def acquire_lock(path: str | os.PathLike[str]) -> int:
         os.close(fd)
         raise RunLockedError(f"{path} is being written by another process (pid {holder}); "
                              "wait for it to finish, or write to another file") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+    except OSError as exc:  # a full disk: not even the few bytes of a process id fit
+        release_lock(path, fd)
+        raise RunWriteError(f"could not lock {path} for writing ({exc.strerror or exc}); "
+                            "nothing was written: free space, then run again") from None
     return fd
 
 
@@ -211,6 +220,46 @@ def _stderr_held_back() -> Any:
                     os.write(2, text)
 
 
+def _write_failure_reason(exc: BaseException) -> str:
+    """The one-line reason of a failed HDF5 write: the failed system call's message where HDF5
+    reports one (``'No space left on device'``), else the first line of the error."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and "error message = '" not in text:
+        return exc.strerror
+    if "error message = '" in text:  # HDF5's report of the failed system call
+        return text.split("error message = '", 1)[1].split("'")[0]
+    return text.splitlines()[0][:120]
+
+
+@contextlib.contextmanager
+def _hdf5_writes() -> Any:
+    """Run HDF5 writes with HDF5's own reports held back (the one-line error replaces them);
+    a failed write that HDF5 reports only while releasing an object (h5py can only print
+    those, through ``sys.unraisablehook``) is raised here like any other."""
+    released: list[BaseException] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: released.append(u.exc_value or RuntimeError(u.err_msg))
+    try:
+        with _stderr_held_back() as held:
+            yield
+            if released:
+                raise released[0]
+            held.release()  # all went well: let through what was printed
+    finally:
+        sys.unraisablehook = previous
+
+
+def _open_for_appending(path: Path) -> h5py.File:
+    f = h5py.File(path, "r+", libver="latest", locking=False)
+    f.swmr_mode = True
+    return f
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def _extendable(g: h5py.Group, name: str, dtype: Any, row: tuple[int, ...] = ()) -> None:
     chunk_rows = max(1, min(256, 65536 // max(1, int(np.prod(row, dtype=np.int64)))))
     g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
@@ -225,12 +274,14 @@ class RunWriter:
     """Appends epochs to a run file. Create with ``create`` or ``resume``; use as a context
     manager (``finish`` marks the run complete; leaving by an exception leaves it resumable)."""
 
-    def __init__(self, path: Path, lock_fd: int) -> None:
+    def __init__(self, path: Path, lock_fd: int, file: h5py.File | None = None) -> None:
+        """Append to ``path`` (whose lock ``lock_fd`` the caller holds); ``file``: ``path``
+        already open for appending in SWMR mode (``create`` and ``resume`` open it as
+        ``.part``, before renaming it into place)."""
         self.path = path
         self._lock = lock_fd
         self._broken = False
-        self._f = h5py.File(path, "r+", libver="latest", locking=False)
-        self._f.swmr_mode = True
+        self._f = file if file is not None else _open_for_appending(path)
 
     # -- construction ----------------------------------------------------------------------
 
@@ -241,61 +292,64 @@ class RunWriter:
 
         ``attributes``: root attributes (strings, numbers; dicts are stored as JSON).
         Raises ``FileExistsError`` if ``path`` exists and not ``force``; ``RunLockedError`` if
-        another process writes it.
+        another process writes it; ``RunWriteError`` if it cannot be written (a full disk):
+        then no ``.part`` file is left and an existing ``path`` is as it was.
         """
         p = Path(path)
         if p.exists() and not force:
             raise FileExistsError(f"{p} exists; choose another path, pass --force to "
                                   "overwrite it, or --resume it")
         fd = acquire_lock(p)
+        part = p.with_name(p.name + ".part")
         try:
-            part = p.with_name(p.name + ".part")
-            with h5py.File(part, "w", libver="latest", locking=False) as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["created"] = _now()
-                for k, v in attributes.items():
-                    f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
-                f.create_dataset("status", data=np.bytes_("running"), dtype=_STATUS_DTYPE)
-                _extendable(f, "lineage", _LINEAGE_DTYPE)
-                pops = f.create_group("populations")
-                for name, plan in populations.items():
-                    _create_population(pops.create_group(name), plan)
-            os.replace(part, p)
-            return cls(p, fd)
+            # built in memory and written with plain file I/O: HDF5 never sees a failed write
+            # (after one, HDF5 2.x can crash when the file is closed)
+            image = _skeleton(attributes, populations)
+            f = _install(part, p, lambda: _write_bytes(part, image))
+        except RunWriteError as exc:
+            release_lock(p, fd)
+            old = f"; {p} is unchanged" if p.exists() else ""
+            raise RunWriteError(f"could not create {p} ({exc}); nothing was written{old}: free "
+                                "space or choose another folder, then run again") from None
         except BaseException:
             release_lock(p, fd)
             raise
+        return cls(p, fd, f)
 
     @classmethod
     def resume(cls, path: str | os.PathLike[str]) -> RunWriter:
-        """Continue a run file: its committed epochs are kept, anything after them dropped."""
+        """Continue a run file: its committed epochs are kept, anything after them dropped.
+
+        The committed part is copied into ``.part``, which replaces the file when complete.
+        The copy needs about the file's size: without that much room (free space, or the
+        process's file-size limit) ``RunWriteError`` is raised before anything is written;
+        if the copy fails all the same, ``.part`` is deleted and the file is left as it was.
+        """
+        from mortal.runs import open_run
+
         p = Path(path)
         fd = acquire_lock(p)
+        part = p.with_name(p.name + ".part")
         try:
-            part = p.with_name(p.name + ".part")
-            from mortal.runs import open_run
+            with open_run(p) as src:  # a file that is not a run fails here, as itself
 
-            with open_run(p) as src, h5py.File(part, "w", libver="latest",
-                                               locking=False) as dst:
-                for k, v in src.attrs.items():
-                    dst.attrs[k] = v
-                for k in src:
-                    src.copy(src[k], dst, k)
-                for g in dst["populations"].values():
-                    committed = int(g["epochs"].shape[0])
-                    ck = g["checkpoint"]["epoch"]
-                    ck[...] = np.where(ck[()] > committed, -1, ck[()])
-                    # continue from the newest checkpoint: epochs after it are recomputed
-                    n = int(max(0, ck[()].max()))
-                    for ds in (g["epochs"], g["steps"], g["wall_time"], *g["metrics"].values()):
-                        ds.resize(n, axis=0)
-                dst["status"][()] = np.bytes_("running")
-            os.replace(part, p)
-            return cls(p, fd)
+                def copy() -> None:
+                    dst = h5py.File(part, "w", libver="latest", locking=False)
+                    _copy_committed(src, dst)
+                    dst.close()  # not reached after a failed write: see _install
+
+                try:
+                    # refuse before writing: a failed HDF5 write cannot be cleaned up in-process
+                    _check_room(p, p.stat().st_size + _ROOM_MARGIN)
+                    f = _install(part, p, copy)
+                except RunWriteError as exc:
+                    raise RunWriteError(f"could not resume {p} ({exc}): resuming first writes "
+                                        f"a copy of the file; {p} is unchanged: free space, "
+                                        "then resume again") from None
         except BaseException:
             release_lock(p, fd)
             raise
+        return cls(p, fd, f)
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -305,29 +359,17 @@ class RunWriter:
         through ``sys.unraisablehook`` for the duration of the call."""
         if self._broken:
             raise RunWriteError(f"{self.path}: an earlier write failed; resume the run")
-        released: list[BaseException] = []
-        previous = sys.unraisablehook
-        sys.unraisablehook = lambda u: released.append(u.exc_value or RuntimeError(u.err_msg))
         try:
-            with _stderr_held_back() as held:
-                result = fn()
-                if released:
-                    raise released[0]
-                held.release()  # all went well: let through what was printed
-            return result
+            with _hdf5_writes():
+                return fn()
         except (OSError, RuntimeError, ValueError) as exc:
             self._broken = True
             # keep the failed call's HDF5 objects alive: releasing them makes HDF5 write again
             self._failure = exc
-            text = str(exc)
-            reason = text.splitlines()[0][:120]
-            if "error message = '" in text:  # HDF5's report of the failed system call
-                reason = text.split("error message = '", 1)[1].split("'")[0]
-            raise RunWriteError(f"could not write {what} to {self.path} ({reason}); the file "
-                                f"keeps its completed epochs: free space, then resume with "
-                                f"--resume {self.path}") from None
-        finally:
-            sys.unraisablehook = previous
+            raise RunWriteError(f"could not write {what} to {self.path} "
+                                f"({_write_failure_reason(exc)}); the file keeps its completed "
+                                f"epochs: free space, then resume with --resume {self.path}"
+                                ) from None
 
     def epochs_done(self, name: str) -> int:
         return int(self._f["populations"][name]["epochs"].shape[0])
@@ -428,6 +470,108 @@ class RunWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# what a failed write left in HDF5's hands: never released, since releasing makes HDF5 write
+# again into a file that cannot grow (HDF5 2.x can crash then); the command line exits at once
+_ABANDONED: list[BaseException] = []
+
+# the room a resumed copy may need beyond the size of the file it copies
+_ROOM_MARGIN = 16 * 1024
+
+
+def _install(part: Path, path: Path, write: Any) -> h5py.File:
+    """Write ``part`` with ``write()`` (which leaves it closed), open it for appending, then
+    rename it to ``path``: ``path`` only ever names a complete file (the old one, or the new one
+    ready to append to). Returns the open file. If a write fails (a full disk), ``part`` is
+    deleted, ``path`` is not touched, and ``RunWriteError`` is raised with the reason alone."""
+    try:
+        with _hdf5_writes():
+            write()
+            f = _open_for_appending(part)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, RunFileError):  # the source is not a run: no write failed
+            raise
+        _ABANDONED.append(exc)  # its traceback holds the failed call's HDF5 objects
+        _unlink_quietly(part)
+        raise RunWriteError(_write_failure_reason(exc)) from None
+    except BaseException:  # Ctrl-C: leave nothing that looks like a run
+        _unlink_quietly(part)
+        raise
+    try:
+        os.replace(part, path)
+    except OSError as exc:
+        f.close()
+        _unlink_quietly(part)
+        raise RunWriteError(_write_failure_reason(exc)) from None
+    return f
+
+
+def _skeleton(attributes: Mapping[str, Any], populations: Mapping[str, PopulationPlan]) -> bytes:
+    """The bytes of a new run file: attributes and every dataset, no epoch yet."""
+    import io
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver="latest") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["created"] = _now()
+        for k, v in attributes.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
+        f.create_dataset("status", data=np.bytes_("running"), dtype=_STATUS_DTYPE)
+        _extendable(f, "lineage", _LINEAGE_DTYPE)
+        pops = f.create_group("populations")
+        for name, plan in populations.items():
+            _create_population(pops.create_group(name), plan)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+def _check_room(path: Path, needed: int) -> None:
+    """Raise ``RunWriteError`` unless a file of ``needed`` bytes fits beside ``path``: free
+    space on its file system (as an unprivileged user sees it) and the process's file-size
+    limit (``ulimit -f``)."""
+    import resource
+
+    st = os.statvfs(path.parent)
+    free = st.f_bavail * st.f_frsize
+    if st.f_blocks and free < needed:  # (a file system that reports no size is not judged)
+        raise RunWriteError(f"need about {_size(needed)}, {_size(free)} free in {path.parent}")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < needed:
+        raise RunWriteError(f"need about {_size(needed)}, files are limited to "
+                            f"{_size(limit)} (ulimit -f)")
+
+
+def _copy_committed(src: h5py.File, dst: h5py.File) -> None:
+    """Copy a run file up to its newest committed checkpoint (what ``resume`` continues)."""
+    for k, v in src.attrs.items():
+        dst.attrs[k] = v
+    for k in src:
+        src.copy(src[k], dst, k)
+    for g in dst["populations"].values():
+        committed = int(g["epochs"].shape[0])
+        ck = g["checkpoint"]["epoch"]
+        ck[...] = np.where(ck[()] > committed, -1, ck[()])
+        # continue from the newest checkpoint: epochs after it are recomputed
+        n = int(max(0, ck[()].max()))
+        for ds in (g["epochs"], g["steps"], g["wall_time"], *g["metrics"].values()):
+            ds.resize(n, axis=0)
+    dst["status"][()] = np.bytes_("running")
 
 
 def _create_population(g: h5py.Group, plan: PopulationPlan) -> None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -10,6 +17,7 @@ from mortal import runs
 from mortal.runlog import (
     PopulationPlan,
     RunLockedError,
+    RunWriteError,
     RunWriter,
     acquire_lock,
     is_locked,
@@ -140,3 +148,91 @@ def test_reader_refuses_foreign_and_newer_files(tmp_path) -> None:
     _create(fine).close()
     with pytest.raises(runs.RunFileError, match="no population 'students'"):
         runs.metrics(fine, "students")
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int) -> Iterator[None]:
+    """Files of this process cannot grow past ``limit`` bytes (``ulimit -f``), as on a full
+    disk; writes past it fail with EFBIG (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_while_creating_leaves_no_file(tmp_path) -> None:
+    """A new run file that does not fit: RunWriteError with the reason on one line, no
+    ``.part`` or lock file left, and a file it was to replace (``force``) unchanged."""
+    path = tmp_path / "r.h5"
+    for limit in (0, 4096):  # 0: not even the lock file's process id fits
+        with _file_size_limit(limit), pytest.raises(RunWriteError) as info:
+            _create(path)
+        message = str(info.value)
+        assert "\n" not in message and "File too large" in message, message
+        assert _files(tmp_path) == []
+    assert "could not create" in message and "nothing was written" in message
+    old = tmp_path / "old.h5"
+    _create(old).close()
+    data = old.read_bytes()
+    with _file_size_limit(4096), pytest.raises(RunWriteError, match=r"old\.h5 is unchanged"):
+        _create(old, force=True)
+    assert old.read_bytes() == data and _files(tmp_path) == ["old.h5"]
+    with _create(old, force=True) as w:  # with room again: a normal run file
+        _epoch(w, 1)
+    assert runs.population_info(old, "train")["epochs_done"] == 1
+
+
+def test_a_full_disk_while_resuming_keeps_the_file_as_it_was(tmp_path) -> None:
+    """Resuming copies the file: without room for the copy it is refused before anything is
+    written, the file is unchanged and not locked, and it resumes once there is room."""
+    path = tmp_path / "r.h5"
+    w = _create(path)
+    for e in (1, 2, 3):
+        _epoch(w, e)
+    w.close()
+    data = path.read_bytes()
+    with _file_size_limit(len(data)), pytest.raises(RunWriteError) as info:
+        RunWriter.resume(path)
+    message = str(info.value)
+    assert message.startswith(f"could not resume {path} (need about") and "\n" not in message
+    assert f"{path} is unchanged" in message
+    assert path.read_bytes() == data and _files(tmp_path) == ["r.h5"] and not is_locked(path)
+    with RunWriter.resume(path) as w2:
+        assert w2.epochs_done("train") == 3
+
+
+def test_a_resume_copy_that_fails_anyway_leaves_the_file_as_it_was(tmp_path) -> None:
+    """Should the copy fail although the room seemed enough (another writer filled the disk),
+    HDF5's failed write is not touched again (in a process of its own, which then exits at
+    once, as the command line does); the ``.part`` copy is deleted and the file unchanged."""
+    path = tmp_path / "r.h5"
+    w = _create(path)
+    for e in (1, 2, 3):
+        _epoch(w, e)
+    w.close()
+    data = path.read_bytes()
+    script = (
+        "import os, resource, sys\n"
+        "from mortal import runlog\n"
+        "runlog._check_room = lambda path, needed: None  # as if the room were enough\n"
+        "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))\n"
+        "try:\n"
+        "    runlog.RunWriter.resume(sys.argv[1])\n"
+        "except runlog.RunWriteError as exc:\n"
+        "    print(exc, flush=True)\n"
+        "    os._exit(3)\n"
+        "os._exit(0)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.count("\n") == 1 and "File too large" in r.stdout, r.stdout
+    assert f"could not resume {path}" in r.stdout and f"{path} is unchanged" in r.stdout
+    assert r.stderr == ""  # HDF5's own reports are held back
+    assert path.read_bytes() == data and _files(tmp_path) == ["r.h5"]
