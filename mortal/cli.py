@@ -106,25 +106,40 @@ def population_table(pop: devices.Device) -> str:
 def _cmd_devices(args: argparse.Namespace) -> int:
     import jax
 
+    given = [flag for flag, value in (("-n", args.n), ("--plot", args.plot),
+                                      ("--layer", args.layer), ("--seed", args.seed),
+                                      ("--widths", args.widths)) if value is not None]
+    if args.force:
+        given.append("--force")
     if args.preset is None:
-        if args.n is not None or args.plot is not None:
-            raise UserError("-n and --plot need a recipe: add --preset NAME (see 'mortal "
-                            "devices' for the names)")
+        if given:
+            verb = "needs" if len(given) == 1 else "need"
+            raise UserError(f"{', '.join(given)} {verb} a recipe: add --preset NAME (see "
+                            "'mortal devices' for the names)")
         rows = [[name, fn.__doc__.strip().splitlines()[0] if fn.__doc__ else ""]
                 for name, fn in devices.PRESETS.items()]
         print(format_table(["preset", "what it is"], rows))
         print("\nmortal devices --preset NAME [-n N] [--plot curves.png] shows one in detail.")
         return 0
-    spec = devices.preset(args.preset, tuple(args.widths))
-    print(describe_spec(spec))
+    spec = devices.preset(args.preset, tuple(args.widths or devices.REFERENCE_WIDTHS))
     if args.n is None and args.plot is None:
+        unused = [f for f in given if f in ("--layer", "--seed", "--force")]
+        if unused:
+            verb = "applies" if len(unused) == 1 else "apply"
+            raise UserError(f"{', '.join(unused)} only {verb} to a population: add -n N or "
+                            "--plot FILE")
+        print(describe_spec(spec))
         return 0
     n = args.n if args.n is not None else 8
     if n < 1:
         raise UserError(f"-n must be a positive population size, got {n}")
-    if not 0 <= args.layer < spec.n_layers:
+    layer = 0 if args.layer is None else args.layer
+    if not 0 <= layer < spec.n_layers:
         raise UserError(f"--layer must be in [0, {spec.n_layers - 1}] for this recipe, "
-                        f"got {args.layer}")
+                        f"got {layer}")
+    if args.plot is None and (args.layer is not None or args.force):
+        raise UserError("--layer and --force apply to the plot: add --plot FILE")
+    seed = 0 if args.seed is None else args.seed
     plot_path = None
     if args.plot is not None:
         plot_path = Path(args.plot)
@@ -134,14 +149,15 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             raise UserError(f"{plot_path} exists; choose another path or pass --force")
         if not plot_path.parent.exists():
             raise UserError(f"directory {plot_path.parent} does not exist; create it first")
-    pop = devices.spawn(spec, n, jax.random.key(args.seed))
-    print(f"\npopulation of {n} (seed {args.seed}); device i is fabricate(spec, "
-          f"split(key({args.seed}), {n})[i])")
+    print(describe_spec(spec))
+    pop = devices.spawn(spec, n, jax.random.key(seed))
+    print(f"\npopulation of {n} (seed {seed}); device i is fabricate(spec, "
+          f"split(key({seed}), {n})[i])")
     print(population_table(pop))
     if plot_path is not None:
         from mortal.plots import plot_transfer_curves
 
-        plot_transfer_curves(pop, plot_path, layer=args.layer)
+        plot_transfer_curves(pop, plot_path, layer=layer)
         print(f"\nwrote {plot_path}")
     return 0
 
@@ -153,20 +169,41 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 DEFAULT_DEMO = Path("runs") / "demo.h5"
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2**32) (``mortal.config.SEED_LIMIT``)."""
+    from mortal.config import seed_problem
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the seed must be an integer, got {text!r}") from None
+    problem = seed_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"the seed {problem}")
+    return value
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", help="a TOML config file (see 'mortal config')")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set train.lr=0.02")
-    p.add_argument("--seed", type=int, help="the run's seed (same as --set run.seed=S)")
+    p.add_argument("--seed", type=_seed, help="the run's seed, 0 <= S < 2**32 (same as --set "
+                   "run.seed=S)")
 
 
-def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -> None:
+def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None,
+                  computes: bool = True) -> None:
+    """The options of the commands that write a run file (``computes``: it runs epochs, so the
+    work can be split over accelerators and processes, and there is progress to report)."""
     _add_config_args(p)
     p.add_argument("-o", "--out", metavar="RUN.h5", help="the run file to write"
                    + (f" (default {default_out})" if default_out else ""))
     p.add_argument("--resume", metavar="RUN.h5",
                    help="continue a killed or interrupted run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run file")
+    p.set_defaults(default_out=default_out)
+    if not computes:
+        return
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--mesh", type=int, metavar="N",
                    help="split the population over N accelerators (default, or 0: as many of "
@@ -177,7 +214,6 @@ def _add_run_args(p: argparse.ArgumentParser, default_out: Path | None = None) -
     p.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed")
     p.add_argument("--num-processes", type=int, metavar="N", help="with --distributed")
     p.add_argument("--process-id", type=int, metavar="I", help="with --distributed")
-    p.set_defaults(default_out=default_out)
 
 
 def _config_from(args: argparse.Namespace, forced: Sequence[str] = ()) -> Any:
@@ -219,12 +255,16 @@ def _output_path(args: argparse.Namespace) -> Path:
                         f"--resume {p} to continue it")
     if p.is_dir():
         raise UserError(f"{p} is a directory; name a file")
-    _check_folders(p)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    _check_folders(p)  # the folders are made once the run is accepted (cli_jobs.run_job)
     return p
 
 
-def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
+def _execute(args: argparse.Namespace, forced: Sequence[str],
+             recorded: Sequence[str] = ()) -> Path | None:
+    """Write (or resume) the run. ``forced``: ``--set`` items the command itself puts on top of
+    the user's config for a new run; ``recorded``: the ``section.key`` names it sets itself,
+    which a resume takes from the stored config (unless the user sets them with ``--set``), so
+    that the same config file is accepted when resuming as when starting."""
     from mortal import cli_jobs, parallel
     from mortal.runlog import is_locked
 
@@ -254,8 +294,9 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
         if _given_config(args):  # changes on top of the stored config must change nothing
             from mortal.config import load_config
 
-            requested = load_config(args.config, [*args.sets, *forced], args.seed,
-                                    text=runs.config_text(path))
+            text = runs.config_text(path)
+            kept = _recorded_sets(load_config(text=text), recorded, args.sets)
+            requested = load_config(args.config, [*args.sets, *kept], args.seed, text=text)
         cfg = cli_jobs.check_resume_config(path, requested)
         if runs.status(path) == "complete":
             run_table(path)  # a complete run that does not read whole (a cut copy) is refused
@@ -276,6 +317,20 @@ def _execute(args: argparse.Namespace, forced: Sequence[str]) -> Path | None:
         raise UserError(f"interrupted; {path} keeps its completed epochs: continue with "
                         f"'mortal {args.command} --resume {path}'") from None
     return path
+
+
+def _recorded_sets(stored: Any, keys: Sequence[str], sets: Sequence[str]) -> list[str]:
+    """``--set`` items giving the keys ``keys`` their values in the config ``stored``, but for
+    the keys that ``sets`` (the user's ``--set`` items) name."""
+    from mortal.config import parse_set, toml_value
+
+    named = {parse_set(item)[0] for item in sets}
+    out = []
+    for dotted in keys:
+        if dotted not in named:
+            section, key = dotted.split(".")
+            out.append(f"{dotted}={toml_value(getattr(getattr(stored, section), key))}")
+    return out
 
 
 def _mesh(cfg: Any, args: argparse.Namespace) -> Any:
@@ -327,15 +382,25 @@ def _no_phases_set(args: argparse.Namespace, phases: list[str]) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _no_phases_set(args, ["train"])
-    path = _execute(args, [] if args.resume else ["run.phases=[\"train\"]"])
+    path = _execute(args, ["run.phases=[\"train\"]"], recorded=["run.phases"])
     if path is not None:
         print(run_table(path))
     return 0
 
 
+# what 'mortal distill' sets itself from --teacher and --device: a resume keeps the recorded
+# values (it distils from the recorded teacher)
+_DISTILL_RECORDED = ("run.phases", "distill.teacher_run", "distill.teacher", "device.widths")
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     _no_phases_set(args, ["distill"])
     forced: list[str] = []
+    if args.resume and (args.teacher or args.device is not None):
+        given = " and ".join(f for f, v in (("--teacher", args.teacher),
+                                            ("--device", args.device)) if v is not None)
+        raise UserError(f"--resume continues the distillation from the teacher it recorded; "
+                        f"drop {given} (to distil from another teacher, start a new run)")
     if not args.resume:
         if not args.teacher:
             raise UserError("name the trained run to distil from with --teacher RUN.h5")
@@ -347,7 +412,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         if args.out and Path(args.out).resolve() == teacher.resolve():
             raise UserError(f"-o {args.out} is the teacher's own run file; write the students "
                             "to another file")
-        forced = ["run.phases=[\"distill\"]", f"distill.teacher_run={json.dumps(str(teacher))}"]
+        # stored absolute, so that a resume from another folder finds it
+        forced = ["run.phases=[\"distill\"]",
+                  f"distill.teacher_run={json.dumps(str(teacher.resolve()))}"]
         if args.device is not None:
             forced.append(f"distill.teacher={json.dumps(str(args.device))}")
         from mortal import runs
@@ -356,7 +423,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         widths = info["recipe"]["widths"]
         if not any(s.startswith("device.widths") for s in args.sets):
             forced.append(f"device.widths={list(widths)}")
-    path = _execute(args, forced)
+    path = _execute(args, forced, recorded=_DISTILL_RECORDED)
     if path is not None:
         print(run_table(path))
     return 0
@@ -388,6 +455,7 @@ def _cmd_spawn(args: argparse.Namespace) -> int:
     path = _output_path(args)
     cfg = _config_from(args, ["run.phases=[\"train\"]"])
     job = cli_jobs.Job(cfg, cli_jobs.Reporter(progress=False, quiet=True))
+    path.parent.mkdir(parents=True, exist_ok=True)  # the run is accepted
     with RunWriter.create(path, attributes=job.attributes(_command_line()),
                           populations=job.plans(), force=args.force) as w:
         w.set_status("spawned")
@@ -434,8 +502,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"({len(y)} images)")
     print(format_table(["population", "device", "epoch", "goodness err %", "softmax err %"],
                        rows))
-    med = np.median(r["goodness_error"]) * 100
-    print(f"median goodness error {med:.2f}%")
+    if args.device is None:
+        print(f"median goodness error {np.median(r['goodness_error']) * 100:.2f}%")
+    else:
+        print(f"device {args.device} goodness error {r['goodness_error'][args.device] * 100:.2f}%")
     return 0
 
 
@@ -592,11 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "devices", "list device presets, show one, fabricate a population")
     p.add_argument("--preset", help=f"one of: {', '.join(devices.PRESETS)}")
     p.add_argument("-n", type=int, help="fabricate a population of N devices and tabulate it")
-    p.add_argument("--widths", type=int, nargs="+", default=list(devices.REFERENCE_WIDTHS),
+    p.add_argument("--widths", type=int, nargs="+",
                    help="layer widths, input first (default: 784 1000 1000 1000)")
-    p.add_argument("--seed", type=int, default=0, help="fab seed (default 0)")
-    p.add_argument("--plot", help="write a PNG of the population's neuron transfer curves")
-    p.add_argument("--layer", type=int, default=0, help="layer to plot (default 0)")
+    p.add_argument("--seed", type=_seed, help="fab seed, 0 <= S < 2**32 (default 0)")
+    p.add_argument("--plot", help="write a figure of the population's neuron transfer curves "
+                   "(.png, .pdf or .svg)")
+    p.add_argument("--layer", type=int, help="layer to plot (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_devices)
 
@@ -605,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, DEFAULT_DEMO)
     p.set_defaults(func=_cmd_demo)
     p = _subcommand(sub, "spawn", "fabricate a population into a run file (no training)")
-    _add_run_args(p)
+    _add_run_args(p, computes=False)  # nothing to split or report: no --mesh, --distributed
     p.set_defaults(func=_cmd_spawn)
     p = _subcommand(sub, "train", "train a population in place with Forward-Forward")
     _add_run_args(p)
@@ -622,15 +693,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", help="train or students (default: the last one)")
     p.add_argument("--device", type=int, help="only this device")
     p.add_argument("--split", choices=["test", "val"], default="test")
-    p.add_argument("--seed", type=int, default=0, help="read-noise seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="read-noise seed, 0 <= S < 2**32 "
+                   "(default 0)")
     p.set_defaults(func=_cmd_eval)
     p = _subcommand(sub, "show", "summarise a run file (works on a live run)")
     p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
     p.set_defaults(func=_cmd_show)
-    p = _subcommand(sub, "plot", "draw a run's figures into one PNG")
+    p = _subcommand(sub, "plot", "draw a run's figures into one PNG, PDF or SVG")
     p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")
-    p.add_argument("-o", "--out", metavar="PNG", help="default: RUN.png beside the run file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    p.add_argument("-o", "--out", metavar="FIGURE",
+                   help="a .png, .pdf or .svg file (default: RUN.png beside the run file)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing figure")
     p.set_defaults(func=_cmd_plot)
     p = _subcommand(sub, "export", "write a run's records as CSV files")
     p.add_argument("run", metavar="RUN.h5", help="a run file written by mortal")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import os
 import platform
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +117,10 @@ def load_data(cfg: RunConfig) -> Dataset:
     need = ds.n_inputs + (cfg.train.n_classes if cfg.train.label_placement == "prepend"
                           and cfg.train.mode == "supervised" else 0)
     if cfg.device.widths[0] != need:
+        advice = teacher_data_advice(cfg)
+        if advice:  # the widths are the teacher's: its data is the fix, not other widths
+            raise JobError(f"device.widths[0] = {cfg.device.widths[0]} (the teacher's) but "
+                           f"{d.dataset} needs {need} inputs: {advice}")
         fix = ",".join(map(str, (need, *cfg.device.widths[1:])))
         raise JobError(f"device.widths[0] = {cfg.device.widths[0]} but {d.dataset} with "
                        f"label_placement '{cfg.train.label_placement}' needs {need} inputs; "
@@ -125,31 +132,120 @@ def load_data(cfg: RunConfig) -> Dataset:
     return ds
 
 
+_NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _npz_error(p: Path, exc: BaseException) -> DataError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataError(f"data file {p} is not a readable .npz archive ({reason}); write it with "
+                     "numpy.savez(FILE, x_train=..., y_train=..., x_val=..., y_val=..., "
+                     "x_test=..., y_test=...)")
+
+
+# what fixes the inputs a device reads: the data and how the labels enter it
+_DATA_KEYS = (("data", "dataset"), ("data", "data_dir"), ("train", "n_classes"),
+              ("train", "label_placement"), ("train", "mode"))
+
+
+def teacher_data_advice(cfg: RunConfig, teacher_cfg: RunConfig | None = None) -> str:
+    """For a distillation from a run file whose students cannot read the teacher's inputs:
+    the ``--set`` items that put the students on the data the teacher was trained on ("" when
+    the data agrees, or for a run without a teacher file)."""
+    d = cfg.distill
+    if teacher_cfg is None:
+        if "train" in cfg.run.phases or not d.teacher_run:
+            return ""
+        try:
+            teacher_cfg = load_config(text=runs.config_text(d.teacher_run))
+        except (runs.RunFileError, ConfigError, OSError):
+            return ""
+    sets = []
+    for section, key in _DATA_KEYS:
+        theirs = getattr(getattr(teacher_cfg, section), key)
+        if theirs != getattr(getattr(cfg, section), key):
+            sets.append(f"--set {section}.{key}={_set_value(theirs)}")
+    if not sets:
+        return ""
+    return (f"the teacher run {d.teacher_run} was trained on other data; distil on the same: "
+            f"{' '.join(sets)}")
+
+
+def _set_value(v: Any) -> str:
+    """``v`` as the value of a ``--set`` item (a string plain where it reads back as itself)."""
+    from mortal.config import parse_set
+
+    if isinstance(v, str) and v and parse_set(f"k={v}")[1] == v and " " not in v:
+        return v
+    return json.dumps(v)
+
+
 def _load_npz(path: str) -> Dataset:
+    """An ``npz:`` dataset, checked whole before anything is built from it: the six arrays,
+    images 2-D ``(N, pixels)`` of numbers and of one width in every split, labels 1-D whole
+    numbers >= 0 (at least two classes), one per image, and no split empty."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"data file {p} is a directory; name an .npz file")
     if not p.is_file():
         raise DataError(f"data file {p} does not exist")
     try:
-        z = np.load(p)
-        arrays = {k: np.asarray(z[k]) for k in ("x_train", "y_train", "x_val", "y_val",
-                                                "x_test", "y_test")}
-    except KeyError as exc:
-        raise DataError(f"data file {p} lacks array {exc}; it needs x_train, y_train, x_val, "
-                        "y_val, x_test, y_test") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"data file {p} is not a readable .npz file ({exc})") from None
-    for k in ("x_train", "x_val", "x_test"):
-        if arrays[k].ndim != 2:
-            raise DataError(f"data file {p}: {k} must be 2-D (N, pixels), got shape "
-                            f"{arrays[k].shape}")
-        arrays[k] = arrays[k].astype(np.float32)
-    for k in ("y_train", "y_val", "y_test"):
-        arrays[k] = arrays[k].astype(np.int32)
-    n_in = arrays["x_train"].shape[1]
-    side = math.isqrt(n_in)
-    shape = (side, side) if side * side == n_in else (1, n_in)
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _npz_error(p, exc) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"data file {p} holds one array (an .npy file), not an .npz archive of "
+                        f"{', '.join(_NPZ_KEYS)}; write it with numpy.savez")
+    with z:
+        missing = [k for k in _NPZ_KEYS if k not in z.files]
+        if missing:
+            raise DataError(f"data file {p} lacks {', '.join(missing)}; it needs "
+                            f"{', '.join(_NPZ_KEYS)}")
+        try:
+            arrays = {k: np.asarray(z[k]) for k in _NPZ_KEYS}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise _npz_error(p, exc) from None
+    width = arrays["x_train"].shape[1] if arrays["x_train"].ndim == 2 else None
+    for split in ("train", "val", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        where = f"data file {p}:"
+        if x.ndim != 2:
+            raise DataError(f"{where} x_{split} must be 2-D (images, pixels), got shape "
+                            f"{x.shape}; flatten the images")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{where} x_{split} must hold numbers, got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise DataError(f"{where} the {split} split is empty (x_{split} has shape "
+                            f"{x.shape}); every split needs at least one image")
+        if x.shape[1] != width or width == 0:
+            raise DataError(f"{where} x_{split} images are {x.shape[1]} pixels wide but "
+                            f"x_train's are {width}; every split needs the same (non-zero) "
+                            "width")
+        if y.ndim != 1:
+            raise DataError(f"{where} y_{split} must be 1-D (one class index per image), got "
+                            f"shape {y.shape}")
+        if y.shape[0] != x.shape[0]:
+            raise DataError(f"{where} x_{split} has {x.shape[0]} images but y_{split} has "
+                            f"{y.shape[0]} labels")
+        whole = y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(
+            np.all(np.isfinite(y)) and np.all(y == np.round(y))))
+        if not whole:
+            raise DataError(f"{where} y_{split} must hold class indices 0, 1, 2 ... (whole "
+                            f"numbers), got dtype {y.dtype}"
+                            + ("" if y.dtype.kind in "iuf" else "; map the names to indices"))
+        if y.min() < 0 or y.max() >= 2**31:
+            bad = (y.min() if y.min() < 0 else y.max()).item()
+            raise DataError(f"{where} y_{split} holds the label {bad}; class indices run "
+                            "from 0 to (number of classes - 1)")
+        arrays[f"x_{split}"] = x.astype(np.float32)
+        arrays[f"y_{split}"] = y.astype(np.int32)
     n_classes = int(max(arrays["y_train"].max(), arrays["y_val"].max(),
                         arrays["y_test"].max())) + 1
+    if n_classes < 2:
+        raise DataError(f"data file {p}: every label is 0; a classifier needs at least two "
+                        "classes")
+    assert width is not None
+    side = math.isqrt(width)
+    shape = (side, side) if side * side == width else (1, width)
     try:
         return Dataset(name=p.stem, image_shape=shape, n_classes=n_classes, **arrays)
     except ValueError as exc:
@@ -436,6 +532,8 @@ class Job:
     """
 
     def __init__(self, cfg: RunConfig, reporter: Reporter, mesh: Any = None) -> None:
+        if "train" not in cfg.run.phases and not cfg.distill.teacher_run:
+            teacher_path("")  # a distillation without a teacher: refused before any work
         self.cfg = cfg
         self.rep = reporter
         self.mesh = mesh
@@ -444,6 +542,7 @@ class Job:
         self.populations: dict[str, dict[str, Any]] = {}
         self.resume: dict[str, Resume] = {}
         self.lineage_rows: list[dict[str, Any]] = []
+        self.teacher: Teacher | None = None  # a teacher from a run file, once checked
         if "distill" in cfg.run.phases:
             self.x_transfer, self.y_transfer, self.transfer_text = transfer_set(cfg, self.ds)
         if "train" in cfg.run.phases:
@@ -461,12 +560,27 @@ class Job:
                 raise JobError(f"distill.teacher = {teacher} is out of range: the population "
                                f"has devices 0..{cfg.device.population - 1}")
 
-    def check_teacher(self) -> None:
-        """Read the teacher of a distillation from a finished run file now, so that a bad one
-        fails before anything is written (and before ``--force`` replaces an old file)."""
+    def check_teacher(self, resumed: str | os.PathLike[str] | None = None) -> None:
+        """Read the teacher of a distillation from a run file now, so that a bad one fails
+        before anything is written (and before ``--force`` replaces an old file); the
+        distillation then uses exactly this read. A new run records its fingerprint (see
+        ``attributes``) and warns when the teacher run is unfinished; a resumed one
+        (``resumed``: its run file) refuses a teacher that is no longer the recorded one."""
         d = self.cfg.distill
-        if "distill" in self.cfg.run.phases and "train" not in self.cfg.run.phases:
-            load_teacher(d.teacher_run, d.teacher, self.cfg)
+        if "distill" not in self.cfg.run.phases or "train" in self.cfg.run.phases:
+            return
+        t = read_teacher(teacher_path(d.teacher_run, resumed), d.teacher, self.cfg)
+        if resumed is None:
+            warning = unfinished_teacher_warning(t)
+            if warning and parallel.is_writer():
+                print(warning, file=sys.stderr, flush=True)
+        else:
+            recorded = runs.attributes(resumed).get("teacher_fingerprint")
+            if recorded is not None and recorded != t.fingerprint:
+                raise JobError(f"teacher run {t.path} has changed since {resumed} started "
+                               "distilling from it (retrained or replaced); resuming would mix "
+                               "two teachers: start a new distillation from it instead")
+        self.teacher = t
 
     def _prepare(self, role: str, n: int) -> None:
         spec = device_spec(self.cfg, role)
@@ -513,7 +627,9 @@ class Job:
                 "library_versions": _library_versions(), "host": _host(),
                 "command_line": command_line, "config": to_toml(self.cfg),
                 "seed": self.cfg.run.seed,
-                "seeds": {"run": self.cfg.run.seed, "streams": "see mortal.cli_jobs"}}
+                "seeds": {"run": self.cfg.run.seed, "streams": "see mortal.cli_jobs"},
+                **({"teacher_fingerprint": self.teacher.fingerprint}
+                   if self.teacher is not None else {})}
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -662,7 +778,9 @@ class Job:
             return self._best(generation_role(g - 1))
         if "train" in self.cfg.run.phases:
             return self._best("train", d.teacher)
-        return load_teacher(d.teacher_run, d.teacher, self.cfg)
+        if self.teacher is None:  # processes other than 0 of a new run read it here
+            self.teacher = read_teacher(teacher_path(d.teacher_run), d.teacher, self.cfg)
+        return self.teacher.state, self.teacher.name, self.teacher.index
 
     def _distill(self, writer: Any) -> None:
         for g in range(1, self.cfg.distill.generations + 1):
@@ -703,37 +821,109 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def load_teacher(path: str, which: str, cfg: RunConfig) -> tuple[ff.FFState, str, int]:
-    """A trained device from a finished run file, as a one-member learner population."""
-    if not path:
-        raise JobError("distill.teacher_run is empty and this run has no train phase; name a "
-                       "trained run file with --teacher RUN.h5")
+@dataclass(frozen=True)
+class Teacher:
+    """A trained device of a run file, read as a one-member learner population."""
+
+    state: ff.FFState
+    name: str  # as the lineage names it: PATH:train/i
+    path: Path
+    index: int
+    epoch: int  # of the checkpoint it was read from
+    fingerprint: str  # teacher_fingerprint of that device at that checkpoint
+
+
+def teacher_fingerprint(index: int, epoch: int, info: dict[str, Any],
+                        leaves: dict[str, np.ndarray]) -> str:
+    """What identifies a teacher exactly: a SHA-256 of its index, its checkpoint's epoch, its
+    recipe and fab key (the physics) and that checkpoint's leaves of it (what it learned). A
+    distillation records it when it starts and refuses to resume from a teacher that differs."""
+    h = hashlib.sha256()
+    head = {"device": index, "epoch": epoch, "recipe": info["recipe"],
+            "key_impl": info["key_impl"]}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(np.asarray(info["fab_keys"])[index]).tobytes())
+    for k in sorted(leaves):
+        a = np.ascontiguousarray(leaves[k])
+        h.update(f"|{k}:{a.dtype.str}:{a.shape}|".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def teacher_path(teacher_run: str, run_path: str | os.PathLike[str] | None = None) -> Path:
+    """The teacher run file named by ``distill.teacher_run``. Resuming (``run_path``: the
+    students' run file) a run that recorded a relative path (written before teacher paths were
+    stored absolute): from the working folder, else from the folder of ``run_path``."""
+    if not teacher_run:
+        raise JobError("this run has no train phase and names no teacher: add --set "
+                       "distill.teacher_run=RUN.h5 (a trained run file), or keep the train "
+                       "phase in run.phases")
+    p = Path(teacher_run)
+    if p.exists():
+        return p
+    if run_path is None:
+        raise JobError(f"teacher run {p} does not exist; name a trained run file")
+    beside = Path(run_path).parent / p
+    if not p.is_absolute() and beside.exists():
+        return beside
+    where = "" if p.is_absolute() else f" (neither from here nor beside {run_path})"
+    raise JobError(f"teacher run {p}, which {run_path} distils from, does not exist{where}; "
+                   "put it back to resume, or start a new distillation")
+
+
+def read_teacher(path: str | os.PathLike[str], which: str, cfg: RunConfig) -> Teacher:
+    """Device ``which`` (an index, or ``best``: lowest error at the last validation) of the
+    trained population of run file ``path``."""
+    path = Path(path)
     info = runs.population_info(path, "train")
-    if info["epochs_done"] == 0:
-        raise JobError(f"{path} holds no trained epoch to distil from")
+    done = info["epochs_done"]
+    if done == 0:
+        raise JobError(f"teacher run {path} holds no trained epoch to distil from")
     if which == "best":
         val = runs.metrics(path, "train")["val_goodness_error"]
         finite = [r for r in val if np.isfinite(r).all()]
+        if not finite:
+            raise JobError(f"teacher run {path} has no validation measurement to pick the best "
+                           f"device from (none of its {done} epochs was validated); name the "
+                           f"teacher with --device N (distill.teacher), N in "
+                           f"0..{info['size'] - 1}")
         idx = int(np.argmin(finite[-1]))
     else:
         idx = int(which)
     if not 0 <= idx < info["size"]:
         raise JobError(f"teacher device {idx} is out of range: {path} has devices "
                        f"0..{info['size'] - 1}")
-    tcfg_text = runs.config_text(path)
-    tcfg = load_config(text=tcfg_text)
+    tcfg = load_config(text=runs.config_text(path))
     spec = devices.DeviceSpec.from_dict(info["recipe"])
     if spec.widths != cfg.device.widths:
+        advice = teacher_data_advice(cfg, tcfg)
         raise JobError(f"the teacher's widths {list(spec.widths)} differ from device.widths "
-                       f"{list(cfg.device.widths)}; students must read the same inputs")
+                       f"{list(cfg.device.widths)}; students must read the same inputs"
+                       + (f": {advice} (and no --set device.widths: distill takes the "
+                          "teacher's)" if advice else ""))
     key = jax.random.wrap_key_data(np.asarray(info["fab_keys"][idx: idx + 1]),
                                    impl=info["key_impl"])
     population = jax.vmap(devices.fabricate, in_axes=(None, 0))(spec, key)
     ds_steps = 1  # the schedule's length does not matter for a teacher that is only measured
     template = ff.init_population(population, tcfg.train, ds_steps)
-    _, leaves = runs.checkpoint(path, "train")
+    epoch, leaves = runs.checkpoint(path, "train")
     leaves = {k: v[idx: idx + 1] for k, v in leaves.items()}
-    return restore(template, leaves), f"{path}:train/{idx}", idx
+    return Teacher(state=restore(template, leaves), name=f"{path}:train/{idx}", path=path,
+                   index=idx, epoch=epoch,
+                   fingerprint=teacher_fingerprint(idx, epoch, info, leaves))
+
+
+def unfinished_teacher_warning(t: Teacher) -> str | None:
+    """A warning line when ``t`` comes from a run that has not finished (killed, or still being
+    written): distilling from it is allowed (a teacher part-way through its schedule is a
+    legitimate experiment), but it is the newest checkpoint, not the planned result."""
+    status = runs.status(t.path)
+    if status == "complete":
+        return None
+    planned = runs.population_info(t.path, "train")["planned_epochs"]
+    what = "killed, or still being written" if status == "running" else status
+    return (f"mortal: warning: teacher run {t.path} is unfinished ({what}): device {t.index} "
+            f"is taken from its epoch-{t.epoch} checkpoint, of {planned} planned epochs")
 
 
 def check_resume_config(path: str | os.PathLike[str], requested: RunConfig | None) -> RunConfig:
@@ -767,6 +957,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
                   "uninterrupted run (set XLA_FLAGS as it was to resume bit for bit)",
                   file=sys.stderr)
         job.load_resume(path)
+        job.check_teacher(resumed=path)  # before the run is announced
     if jax.process_count() > 1:  # everyone has read the file before process 0 replaces it
         from jax.experimental import multihost_utils
 
@@ -777,6 +968,7 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
         writer = RunWriter.resume(path)
     else:
         job.check_teacher()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # only for a run accepted
         writer = RunWriter.create(path, attributes=job.attributes(command_line),
                                   populations=job.plans(), force=force)
     with writer:

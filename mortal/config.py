@@ -33,21 +33,35 @@ from mortal.ff import FFConfig
 
 PHASES = ("train", "distill")
 TRANSFER_SETS = ("train", "fraction", "without", "noise", "hybrid")
+# jax.random.key keeps only the low 32 bits of a seed (64-bit integers are off in JAX by
+# default): 2**32 would fabricate the same devices as 0 while numpy's transfer-set draws
+# differed, and numpy refuses negative seeds. Every seed of the command line lies in [0, 2**32).
+SEED_LIMIT = 2**32
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it and the fix."""
 
 
+def seed_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable seed (None if it is one): an integer in [0, 2**32)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer, got {value!r}"
+    if not 0 <= value < SEED_LIMIT:
+        return f"must be an integer in [0, 2**32 - 1 = {SEED_LIMIT - 1}], got {value}"
+    return None
+
+
 @dataclass(frozen=True)
 class RunSection:
     """``seed``: every random draw of the run derives from it (fab draws, data order, read and
-    write noise). ``phases``: ``train`` (Forward-Forward on a fresh population), ``distill``
-    (students learn a teacher's soft targets), in order. ``checkpoint_every``: epochs between
-    device-state checkpoints (a resumed run restarts from the last one). ``chunk``: devices
-    stepped together (``vmap``) on one accelerator, groups run one after the other; results are
-    bit-identical for every split of the population over accelerators that leaves a multiple of
-    ``chunk`` devices on each (``chunk = 1``: any split)."""
+    write noise); an integer in [0, 2**32) (``SEED_LIMIT``). ``phases``: ``train``
+    (Forward-Forward on a fresh population), ``distill`` (students learn a teacher's soft
+    targets), in order. ``checkpoint_every``: epochs between device-state checkpoints (a
+    resumed run restarts from the last one). ``chunk``: devices stepped together (``vmap``) on
+    one accelerator, groups run one after the other; results are bit-identical for every split
+    of the population over accelerators that leaves a multiple of ``chunk`` devices on each
+    (``chunk = 1``: any split)."""
 
     seed: int = 0
     phases: tuple[str, ...] = PHASES
@@ -55,6 +69,9 @@ class RunSection:
     chunk: int = 8
 
     def __post_init__(self) -> None:
+        problem = seed_problem(self.seed)
+        if problem is not None:
+            raise ConfigError(f"run.seed {problem}")
         if not self.phases or any(p not in PHASES for p in self.phases):
             raise ConfigError(f"run.phases must be a non-empty list drawn from {list(PHASES)}, "
                               f"got {list(self.phases)}")
@@ -70,7 +87,8 @@ class RunSection:
 @dataclass(frozen=True)
 class DataSection:
     """``dataset``: ``digits`` (embedded), ``mnist``, ``fashion-mnist``, or ``npz:PATH`` (arrays
-    x_train, y_train, x_val, y_val, x_test, y_test; images flattened, values in [0, 1]).
+    x_train, y_train, x_val, y_val, x_test, y_test; images flattened, values in [0, 1], of one
+    width in every split, none empty; labels class indices 0 .. C − 1; checked when loaded).
     ``data_dir``: folder of the IDX files (empty: ``$MORTAL_DATA`` or ``../shared/data``).
     ``train_limit``: use only the first N training images (0: all). ``eval_every``: epochs
     between validation measurements. ``eval_limit``: validate on the first N images (0: all)."""
@@ -481,7 +499,8 @@ def _sections_flat(data: dict[str, Any], source: str) -> list[tuple[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """``v`` written as a TOML value (what ``to_toml`` writes, and ``--set`` reads back)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -493,7 +512,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
@@ -512,10 +531,10 @@ def to_toml(cfg: RunConfig) -> str:
             elif v is None:
                 lines.append(f"# {f.name} = (unset)")
             else:
-                lines.append(f"{f.name} = {_toml_value(v)}")
+                lines.append(f"{f.name} = {toml_value(v)}")
         for key, pairs in nested:
             lines.append(f"[{name}.{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in pairs]
+            lines += [f"{k} = {toml_value(v)}" for k, v in pairs]
         lines.append("")
     return "\n".join(lines)
 
