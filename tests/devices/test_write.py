@@ -122,6 +122,25 @@ def test_stuck_and_absent_synapses_never_move(model: str) -> None:
     assert moved[~frozen].mean() > 0.5
 
 
+def test_drift_spares_stuck_and_absent_synapses() -> None:
+    """Aging drifts every working synapse and no stuck one (a synapse stuck at a bound stays at
+    the bound, which drift alone would shrink) or absent one (it stays 0)."""
+    spec = _one_layer(SynapseSpec(dw_min=0.01, stuck_zero_rate=0.1, stuck_bound_rate=0.2),
+                      connectivity=ConnectivitySpec(density=0.6),
+                      aging=AgingSpec(drift_nu=0.08, drift_nu_sigma=0.02))
+    d = devices.fabricate(spec, jax.random.key(4))
+    info = devices.inspect(d)["layers"][0]
+    stuck, absent = np.asarray(info["stuck"]) != 0, ~np.asarray(info["mask"])
+    start = np.asarray(d.state.weights[0])
+    at_bound = stuck & (start != 0)
+    assert at_bound.sum() > 100 and absent.sum() > 100
+    later = np.asarray(devices.age(d, 1e4).state.weights[0])
+    np.testing.assert_array_equal(later[stuck], start[stuck])
+    assert np.all(later[absent] == 0)
+    working = ~stuck & ~absent & (start != 0)
+    assert np.all(np.abs(later[working]) < np.abs(start[working]))  # drift toward 0 (ν > 0)
+
+
 def test_write_noise_offset_is_redrawn_only_where_written() -> None:
     spec = _one_layer(SynapseSpec(dw_min=0.01, write_noise=3.0), n_in=199, n_out=200)
     d = devices.fabricate(spec, jax.random.key(0))
