@@ -9,11 +9,8 @@ process for the length of one command; run files for exports are written with ``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import resource
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +20,12 @@ from mortal import export, runs
 from mortal.cli import main
 from mortal.runlog import PopulationPlan, RunWriter
 
+from ..mortal.test_runlog import _file_size_limit
+
 TINY = ["--set", "data.train_limit=600", "--set", "data.eval_limit=100",
         "--set", "device.widths=[74,16,16]", "--set", "device.population=2",
         "--set", "train.epochs=2", "--set", "train.readout_from=0", "--seed", "3",
         "--set", "run.chunk=1"]
-
-
-@contextlib.contextmanager
-def _file_size_limit(limit: int) -> Iterator[None]:
-    """Files of this process cannot grow past ``limit`` bytes, as on a full disk (writes past
-    it fail with EFBIG; Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:

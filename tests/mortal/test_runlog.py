@@ -162,6 +162,15 @@ def _file_size_limit(limit: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
+def _three_epochs(path: Path) -> bytes:
+    """A closed run file of three epochs at ``path``; returns its bytes."""
+    w = _create(path)
+    for e in (1, 2, 3):
+        _epoch(w, e)
+    w.close()
+    return path.read_bytes()
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -192,11 +201,7 @@ def test_a_full_disk_while_resuming_keeps_the_file_as_it_was(tmp_path) -> None:
     """Resuming copies the file: without room for the copy it is refused before anything is
     written, the file is unchanged and not locked, and it resumes once there is room."""
     path = tmp_path / "r.h5"
-    w = _create(path)
-    for e in (1, 2, 3):
-        _epoch(w, e)
-    w.close()
-    data = path.read_bytes()
+    data = _three_epochs(path)
     with _file_size_limit(len(data)), pytest.raises(RunWriteError) as info:
         RunWriter.resume(path)
     message = str(info.value)
@@ -212,11 +217,7 @@ def test_a_resume_copy_that_fails_anyway_leaves_the_file_as_it_was(tmp_path) -> 
     HDF5's failed write is not touched again (in a process of its own, which then exits at
     once, as the command line does); the ``.part`` copy is deleted and the file unchanged."""
     path = tmp_path / "r.h5"
-    w = _create(path)
-    for e in (1, 2, 3):
-        _epoch(w, e)
-    w.close()
-    data = path.read_bytes()
+    data = _three_epochs(path)
     script = (
         "import os, resource, sys\n"
         "from mortal import runlog\n"
