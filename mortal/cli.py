@@ -641,8 +641,25 @@ def _cmd_config(args: argparse.Namespace) -> int:
             raise UserError("--from prints a run's stored config; drop --config/--set/--seed")
         print(runs.config_text(args.run), end="")
         return 0
-    print(to_toml(load_config(args.config, args.sets, args.seed)), end="")
+    cfg = load_config(args.config, args.sets, args.seed)
+    _check_names(cfg)  # what a run would refuse, refused before it is written down
+    print(to_toml(cfg), end="")
     return 0
+
+
+def _check_names(cfg: Any) -> None:
+    """The values ``load_config`` cannot judge alone: the dataset's name and the recipes (the
+    presets and their ``spec`` overrides), as a run would build them; one-line errors."""
+    from mortal import cli_jobs
+    from mortal.data import DATASETS
+
+    name = cfg.data.dataset
+    if not name.startswith("npz:") and name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r} (data.dataset); choose one of "
+                        f"{', '.join(DATASETS)}, or npz:PATH")
+    cli_jobs.device_spec(cfg, "train")
+    if "distill" in cfg.run.phases:
+        cli_jobs.device_spec(cfg, "students")
 
 
 # ---------------------------------------------------------------------------------------------

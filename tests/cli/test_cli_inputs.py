@@ -392,3 +392,18 @@ def test_flags_that_would_be_ignored_are_refused(argv: list[str], needle: str, t
 def test_infinite_learner_settings_are_refused(item: str) -> None:
     with pytest.raises(ConfigError, match=item.split("=")[0].split(".")[1] + " must"):
         load_config(sets=[item])
+
+
+@pytest.mark.parametrize(("item", "needle"), [
+    ("device.preset=foo", "unknown device preset 'foo'"),
+    ("data.dataset=foo", "unknown dataset 'foo' (data.dataset)"),
+    ("device.spec.read.gain=-3", "read.gain must be a finite positive number"),
+    ("distill.preset=bar", "unknown device preset 'bar'"),
+])
+def test_config_refuses_what_a_run_would_refuse(item: str, needle: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``mortal config`` prints no TOML that ``train`` would then refuse: the dataset's name and
+    the recipes are checked as a run builds them, in one line."""
+    _err(capsys, ["config", "--set", item], needle)
+    assert main(["config", "--set", "data.dataset=npz:/not/read/yet.npz"]) == 0  # read at run
+    assert "npz:/not/read/yet.npz" in capsys.readouterr().out
