@@ -1,7 +1,8 @@
 """Named fab recipes: ``ideal`` plus device-like ones modelled on published figures.
 
 Synapse and converter numbers come from IBM aihwkit's presets as summarised in the project's
-``REFERENCES.md`` (analog section). The analog *neurons* are not covered by those figures: their
+``REFERENCES.md`` (analog section; it lies in the ``shared/`` folder beside the repository,
+not in the repository itself). The analog *neurons* are not covered by those figures: their
 families and mismatch (a few to ~10 % in gain, threshold offsets of a few % of a typical current)
 are assumptions, chosen so that each preset exercises a different curve family. Lifetimes are
 assumptions too (orders of magnitude), so that devices are mortal.
