@@ -939,6 +939,14 @@ def check_resume_config(path: str | os.PathLike[str], requested: RunConfig | Non
     return stored
 
 
+def _shared_settings(cfg: RunConfig, resume: bool) -> str:
+    """What every process of a distributed run must agree on: the config (less the paths of the
+    data and of a teacher run, which may differ between hosts) and whether it resumes."""
+    same = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=""),
+                               distill=dataclasses.replace(cfg.distill, teacher_run=""))
+    return f"{to_toml(same)}\nresume = {resume}"
+
+
 def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
             reporter: Reporter, force: bool = False, resume: bool = False,
             mesh: Any = None, on_start: Callable[[], None] | None = None) -> Job:
@@ -946,6 +954,10 @@ def run_job(cfg: RunConfig, path: str | os.PathLike[str], *, command_line: str,
     every process computes and only process 0 writes. ``on_start``: called once the data, the
     recipes and the run file have passed their checks, just before the first epoch (the CLI
     announces the run there, so that a refused run prints only its error)."""
+    if not parallel.same_on_every_process(_shared_settings(cfg, resume)):
+        raise JobError("the processes of this distributed run were given different settings "
+                       "(config, --set, --seed or --resume); start every process with the same "
+                       "command, only --process-id (or the cluster's own id) differing")
     job = Job(cfg, reporter, mesh)
     if resume:
         written = runs.attributes(path).get("host", {}).get("xla_flags")

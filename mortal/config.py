@@ -59,9 +59,10 @@ class RunSection:
     (Forward-Forward on a fresh population), ``distill`` (students learn a teacher's soft
     targets), in order. ``checkpoint_every``: epochs between device-state checkpoints (a
     resumed run restarts from the last one). ``chunk``: devices stepped together (``vmap``) on
-    one accelerator, groups run one after the other; results are bit-identical for every split
-    of the population over accelerators that leaves a multiple of ``chunk`` devices on each
-    (``chunk = 1``: any split)."""
+    one accelerator, groups run one after the other; with ``chunk = 1`` results are
+    bit-identical for every split of the population over accelerators (larger groups can
+    change the last bits between splits under XLA's default optimisation: README, *Many
+    accelerators, many hosts*)."""
 
     seed: int = 0
     phases: tuple[str, ...] = PHASES

@@ -43,8 +43,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         num_processes = int(env["MORTAL_NUM_PROCESSES"])
     if process_id is None and "MORTAL_PROCESS_ID" in env:
         process_id = int(env["MORTAL_PROCESS_ID"])
+    if coordinator is not None:
+        check_coordinator(coordinator)
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
+
+
+def check_coordinator(address: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``address`` is ``HOST:PORT`` with a port in
+    1..65535 (JAX would fail on it later with a traceback, a crash or a wait without end)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"coordinator {address!r} is not HOST:PORT with a port in 1..65535 "
+                         "(--coordinator or MORTAL_COORDINATOR)")
 
 
 def population_mesh(population: int, requested: int | None = None) -> Mesh | None:
@@ -68,6 +79,10 @@ def population_mesh(population: int, requested: int | None = None) -> Mesh | Non
     if n == 1 and jax.process_count() == 1:
         return None
     if jax.process_count() > 1 and n != len(visible):
+        if requested:
+            raise MeshError(f"--mesh {requested}: a multi-process run uses all "
+                            f"{len(visible)} accelerators of its processes; drop --mesh or "
+                            f"give --mesh {len(visible)}")
         raise MeshError(f"a multi-process run must use all {len(visible)} accelerators; the "
                         f"population ({population}) must be a multiple of {len(visible)}")
     return Mesh(np.asarray(visible[:n]), (AXIS,))
@@ -107,6 +122,20 @@ def to_host(tree: Any) -> Any:
 
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, tree)
+
+
+def same_on_every_process(text: str) -> bool:
+    """Whether every process of the run passed the same ``text`` (a collective: every process
+    must call it; True in a one-process run). Compares SHA-256 digests, 32 bytes a process."""
+    if jax.process_count() == 1:
+        return True
+    import hashlib
+
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(digest))
+    return bool(np.all(gathered == gathered[0]))
 
 
 def is_writer() -> bool:

@@ -607,6 +607,27 @@ def test_two_processes_write_the_same_run_as_one(reference: Path, tmp_path: Path
     assert runs.attributes(path)["host"]["jax_devices"]  # written once, by process 0
 
 
+def test_processes_given_different_settings_refuse_to_run(tmp_path: Path) -> None:
+    """Two processes of one distributed run with other seeds: each says so in one line and
+    exits with 2, and no run file is written (they mixed silently into one file before)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "mixed.h5"
+    procs = [_mortal("train", "-o", str(path), *TINY, "--seed", str(3 + i), "--quiet",
+                     "--distributed", "--coordinator", f"127.0.0.1:{port}",
+                     "--num-processes", "2", "--process-id", str(i)) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 2, err[-2000:]
+        lines = [ln for ln in err.splitlines() if ln.startswith("mortal: ")]
+        assert len(lines) == 1 and "given different settings" in lines[0], err[-2000:]
+        assert "Traceback" not in err
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
 def test_plot_of_a_run_before_its_first_validation(tmp_path: Path) -> None:
     """A live file whose only committed epoch has no validation yet still plots."""
     from mortal import cli_jobs

@@ -49,3 +49,17 @@ def test_mesh_choice_and_errors() -> None:
     assert parallel.population_mesh(8) is None  # one visible accelerator: nothing to split
     with pytest.raises(parallel.MeshError, match="visible"):
         parallel.population_mesh(8, len(jax.devices()) + 1)
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1", "127.0.0.1:x", "127.0.0.1:0",
+                                     ":1234", "127.0.0.1:65536", "127.0.0.1:-1"])
+def test_a_coordinator_that_is_not_host_port_is_refused_before_jax_sees_it(address: str) -> None:
+    """JAX answered such addresses with a traceback, a crash or a wait without end."""
+    with pytest.raises(ValueError, match="not HOST:PORT"):
+        parallel.check_coordinator(address)
+
+
+def test_good_coordinators_pass_and_one_process_agrees_with_itself() -> None:
+    for address in ("127.0.0.1:1234", "node-7.cluster:65535", "[::1]:8476"):
+        parallel.check_coordinator(address)
+    assert parallel.same_on_every_process("anything")
