@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -283,27 +283,34 @@ def _execute(args: argparse.Namespace, forced: Sequence[str],
                             "check --coordinator, --num-processes and --process-id") from None
     if not parallel.is_writer():  # process 0 owns the file and the checks on it
         return _execute_follower(args, forced)
-    path = _output_path(args)
-    if path.exists() and is_locked(path):
-        raise UserError(f"{path} is being written by another process; wait for it to finish, "
-                        "or write to another file")
-    if args.resume:
-        from mortal import runs
 
-        requested = None
-        if _given_config(args):  # changes on top of the stored config must change nothing
-            from mortal.config import load_config
+    def prepare() -> tuple[Path, Any, bool]:
+        path = _output_path(args)
+        if path.exists() and is_locked(path):
+            raise UserError(f"{path} is being written by another process; wait for it to "
+                            "finish, or write to another file")
+        if args.resume:
+            from mortal import runs
 
-            text = runs.config_text(path)
-            kept = _recorded_sets(load_config(text=text), recorded, args.sets)
-            requested = load_config(args.config, [*args.sets, *kept], args.seed, text=text)
-        cfg = cli_jobs.check_resume_config(path, requested)
-        if runs.status(path) == "complete":
-            run_table(path)  # a complete run that does not read whole (a cut copy) is refused
-            print(f"{path} is already complete; nothing to resume")
-            return path
-    else:
-        cfg = _config_from(args, forced)
+            requested = None
+            if _given_config(args):  # changes on top of the stored config must change nothing
+                from mortal.config import load_config
+
+                text = runs.config_text(path)
+                kept = _recorded_sets(load_config(text=text), recorded, args.sets)
+                requested = load_config(args.config, [*args.sets, *kept], args.seed, text=text)
+            cfg = cli_jobs.check_resume_config(path, requested)
+            if runs.status(path) == "complete":
+                run_table(path)  # a complete run that does not read whole (a cut copy): refused
+                return path, cfg, True
+        else:
+            cfg = _config_from(args, forced)
+        return path, cfg, False
+
+    path, cfg, complete = _agreed(prepare)
+    if complete:
+        print(f"{path} is already complete; nothing to resume")
+        return path
     reporter = cli_jobs.Reporter(progress=True, quiet=args.quiet)
     mesh = _mesh(cfg, args)
     what = "resuming" if args.resume else "writing"
@@ -350,16 +357,45 @@ def _execute_follower(args: argparse.Namespace, forced: Sequence[str]) -> Path |
     from mortal import cli_jobs, runs
 
     path = Path(args.resume or args.out or args.default_out)
-    if args.resume:
-        cfg = cli_jobs.check_resume_config(path, None)
-        if runs.status(path) == "complete":
-            return None
-    else:
-        cfg = _config_from(args, forced)
+
+    def prepare() -> tuple[Any, bool]:
+        if args.resume:
+            return cli_jobs.check_resume_config(path, None), runs.status(path) == "complete"
+        return _config_from(args, forced), False
+
+    cfg, complete = _agreed(prepare)
+    if complete:
+        return None
     cli_jobs.run_job(cfg, path, command_line=_command_line(),
                      reporter=cli_jobs.Reporter(progress=False, quiet=True),
                      resume=bool(args.resume), mesh=_mesh(cfg, args))
     return None
+
+
+def _agreed(prepare: Callable[[], Any]) -> Any:
+    """``prepare()`` (the checks before a run's first epoch) in every process of a distributed
+    run, then a collective: if any process refused the run, every process stops with one line
+    (its own error, or one naming the process that refused) instead of waiting for the others
+    until a collective times out with a traceback. One process: ``prepare()``."""
+    import jax
+
+    from mortal import parallel
+
+    if jax.process_count() == 1:
+        return prepare()
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = prepare()
+    except _user_errors() as exc:
+        error = exc
+    refused = parallel.processes_that_refused(error is not None)
+    if error is not None:
+        raise error
+    if refused:
+        raise UserError(f"process {refused[0]} of this distributed run refused it (its own "
+                        "error line says why); nothing was written")
+    return result
 
 
 def _command_line() -> str:

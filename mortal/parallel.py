@@ -138,6 +138,17 @@ def same_on_every_process(text: str) -> bool:
     return bool(np.all(gathered == gathered[0]))
 
 
+def processes_that_refused(refused: bool) -> list[int]:
+    """The ids of the processes that passed ``refused=True`` (a collective: every process must
+    call it; in a one-process run, ``[0]`` or ``[]``)."""
+    if jax.process_count() == 1:
+        return [0] if refused else []
+    from jax.experimental import multihost_utils
+
+    flags = np.asarray(multihost_utils.process_allgather(np.array([int(refused)], np.int32)))
+    return [int(i) for i in np.flatnonzero(flags.reshape(-1))]
+
+
 def is_writer() -> bool:
     """Whether this process writes files (process 0)."""
     return jax.process_index() == 0

@@ -628,6 +628,30 @@ def test_processes_given_different_settings_refuse_to_run(tmp_path: Path) -> Non
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
+def test_a_run_refused_by_one_process_stops_the_others_in_one_line(tmp_path: Path) -> None:
+    """Process 0 refuses to overwrite an existing file: it says why, process 1 says that
+    process 0 refused, both exit with 2 at once (process 1 waited for a collective that never
+    came, then died with a Gloo traceback), and the file is untouched."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "exists.h5"
+    path.write_bytes(b"not yours")
+    procs = [_mortal("train", "-o", str(path), *TINY, "--quiet", "--distributed",
+                     "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i)) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    needles = ("exists", "process 0 of this distributed run refused it")
+    for p, (_out, err), needle in zip(procs, outs, needles, strict=True):
+        assert p.returncode == 2, err[-2000:]
+        lines = [ln for ln in err.splitlines() if ln.startswith("mortal: ")]
+        assert len(lines) == 1 and needle in lines[0], err[-2000:]
+        assert "Traceback" not in err
+    assert path.read_bytes() == b"not yours"
+
+
 def test_plot_of_a_run_before_its_first_validation(tmp_path: Path) -> None:
     """A live file whose only committed epoch has no validation yet still plots."""
     from mortal import cli_jobs
