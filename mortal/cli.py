@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import devices
+from mortal.plots import FORMATS as FIGURE_FORMATS
+
+FIGURE_SUFFIXES = tuple(FIGURE_FORMATS)  # .png, .pdf, .svg: what mortal.plots writes
 
 
 class UserError(Exception):
@@ -143,7 +146,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     plot_path = None
     if args.plot is not None:
         plot_path = Path(args.plot)
-        if plot_path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        if plot_path.suffix.lower() not in FIGURE_SUFFIXES:
             raise UserError(f"--plot {plot_path}: name a .png, .pdf or .svg file")
         if plot_path.exists() and not args.force:
             raise UserError(f"{plot_path} exists; choose another path or pass --force")
@@ -643,7 +646,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     path = Path(args.run)
     runs.attributes(path)  # a clear error for a file that is not a run
     out = Path(args.out) if args.out else path.with_suffix(".png")
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise UserError(f"-o {out}: name a .png, .pdf or .svg file")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; choose another path with -o or pass --force")

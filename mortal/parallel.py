@@ -124,29 +124,30 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
 
 
-def same_on_every_process(text: str) -> bool:
-    """Whether every process of the run passed the same ``text`` (a collective: every process
-    must call it; True in a one-process run). Compares SHA-256 digests, 32 bytes a process."""
+def _from_every_process(row: np.ndarray) -> np.ndarray:
+    """``row`` as every process passed it, stacked: ``(processes, *row.shape)`` (a collective:
+    every process must call it)."""
     if jax.process_count() == 1:
-        return True
-    import hashlib
-
+        return row[None]
     from jax.experimental import multihost_utils
 
-    digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
-    gathered = np.asarray(multihost_utils.process_allgather(digest))
-    return bool(np.all(gathered == gathered[0]))
+    gathered = np.asarray(multihost_utils.process_allgather(row))
+    return gathered.reshape(jax.process_count(), *row.shape)
+
+
+def same_on_every_process(text: str) -> bool:
+    """Whether every process of the run passed the same ``text`` (a collective; True in a
+    one-process run). Compares SHA-256 digests, 32 bytes a process."""
+    import hashlib
+
+    rows = _from_every_process(np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8))
+    return bool(np.all(rows == rows[0]))
 
 
 def processes_that_refused(refused: bool) -> list[int]:
-    """The ids of the processes that passed ``refused=True`` (a collective: every process must
-    call it; in a one-process run, ``[0]`` or ``[]``)."""
-    if jax.process_count() == 1:
-        return [0] if refused else []
-    from jax.experimental import multihost_utils
-
-    flags = np.asarray(multihost_utils.process_allgather(np.array([int(refused)], np.int32)))
-    return [int(i) for i in np.flatnonzero(flags.reshape(-1))]
+    """The ids of the processes that passed ``refused=True`` (a collective)."""
+    flags = _from_every_process(np.array([int(refused)], np.int32))
+    return [int(i) for i in np.flatnonzero(flags[:, 0])]
 
 
 def is_writer() -> bool:

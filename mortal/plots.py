@@ -102,11 +102,6 @@ def save_figure(fig: object, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_png(fig: object, path: str | os.PathLike[str]) -> Path:
-    """``save_figure`` under its former name (the format follows the suffix)."""
-    return save_figure(fig, path)
-
-
 def plot_run(run: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """One figure summarising a run file (read with ``mortal.runs`` only; live files work),
     written to ``path``: PNG, PDF or SVG as its suffix says.

@@ -126,7 +126,7 @@ def series(payload: dict[str, Any]) -> dict[str, Any]:
 def plot(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     """Write the four-panel PNG of ``payload`` (a ``bench.py`` result) to ``path``, atomically
     (a ``.part`` file renamed when complete). Returns the ``series`` it drew."""
-    from mortal.plots import pyplot, save_png
+    from mortal.plots import pyplot, save_figure
 
     plt = pyplot()
     s = series(payload)
@@ -213,7 +213,7 @@ def plot(payload: dict[str, Any], path: Path) -> dict[str, Any]:
                  f"(FF-shaped), {s['matmul'][1]:.0f} GFLOP/s (2000³)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(fig, path)
+    save_figure(fig, path)
     return s
 
 
